@@ -1,0 +1,23 @@
+# Two commands on a fresh machine:  `make repro` (the main job)  and  `make test`.
+# Both set themselves up first (idempotent; skipped when nothing changed).
+VENV := .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup repro test bench clean-runs
+
+setup:
+	@bash .ci/setup
+
+repro: setup
+	dvc repro
+
+test: setup
+	python -m pytest -q
+
+bench: setup
+	obcp bench
+
+clean-runs:
+	rm -rf data/runs reports/ledger reports/metrics
