@@ -163,3 +163,20 @@ def cleanup() -> None:
     """Destroy the process group if one exists."""
     if is_dist():
         dist.destroy_process_group()
+
+
+@torch.no_grad()
+def sync_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy every buffer (BN running stats, queue, …) of `module` from rank `src` to all ranks.
+
+    DDP keeps parameters identical but each rank's BN running statistics (and the key
+    encoder's, which has no DDP wrapper) follow its own batches; call this before saving.
+    """
+    if not is_dist():
+        return
+    device = _comm_device()
+    for buf in module.buffers():
+        moved = buf.to(device)
+        torch.distributed.broadcast(moved, src)
+        if moved is not buf:
+            buf.copy_(moved)

@@ -1,0 +1,74 @@
+"""A run's explicit inputs, resolved once: params, artifact layout, data facts, device.
+
+Every stage builds one `RunContext` at start-up and passes it (or parts of it) down.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import distributed as dist
+from pipeline.config import Params, load_params, resolve_size
+from pipeline.datasets.convert import read_classes, read_index
+from pipeline.layout import Layout
+
+
+@dataclass(frozen=True)
+class RunContext:
+    params: Params
+    layout: Layout
+    seed: int
+    device: torch.device
+    distributed: bool
+    class_names: tuple[str, ...]
+    train_labels: np.ndarray  # [N] int64, by sample_id
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.train_labels)
+
+    @property
+    def initial_size(self) -> int:
+        return resolve_size(self.params.budget.initial, self.num_samples)
+
+    @property
+    def one_bit_budget(self) -> int:
+        return resolve_size(self.params.budget.one_bit, self.num_samples)
+
+
+def open_run(params_path: str | Path = "params.yaml", seed: int = 0, *, root: Path = Path(".")) -> RunContext:
+    """Load and validate params against the converted dataset; pick the device.
+
+    Under `torchrun` (WORLD_SIZE > 1) this also joins the process group.
+    """
+    params = load_params(params_path)
+    layout = Layout(params.dataset.name, Path(root))
+    index = read_index(layout.data_dir)
+    classes = read_classes(layout.data_dir)
+    train = index[index["split"] == "train"].sort_values("sample_id")
+    params = load_params(params_path, pool_size=len(train))  # budget-vs-pool checks
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:
+        dist.setup(params.ddp.backend)
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return RunContext(
+        params=params,
+        layout=layout,
+        seed=seed,
+        device=device,
+        distributed=distributed,
+        class_names=tuple(classes["classes"]),
+        train_labels=train["label"].to_numpy(dtype=np.int64),
+    )

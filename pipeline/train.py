@@ -1,0 +1,457 @@
+"""The one training loop used by every training stage (stage 1 and each cycle's retrain).
+
+Per step: a labeled batch from a cycling loader and an unlabeled batch (one pass over
+the unlabeled pool is an epoch), both with two augmented views. The query encoder sees
+view 1, the key encoder view 2. Which loss terms are on is a `LossPlan`; the learning
+rate is a cosine over the whole run (stage 1 + stage 2 epochs), a pure function of the
+(fractional) epoch, so a checkpoint needs no scheduler object.
+
+Under DDP every rank runs the same number of steps: the step count is the maximum over
+ranks, and a rank whose unlabeled shard is exhausted contributes an empty unlabeled
+batch (every loss term is defined on empty input), so collectives never mismatch.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline import distributed as dist
+from pipeline import losses
+from pipeline.config import ArmParams, ContrastiveParams, LossParams, TrainParams
+from pipeline.datasets.loaders import make_loader
+from pipeline.errors import ObcpError
+from pipeline.history import PredictionHistory
+from pipeline.moco import LabelBank, ObCP
+from pipeline.models import build_encoder
+
+
+class CheckpointError(ObcpError):
+    """A checkpoint is missing, truncated, or was written for another run."""
+
+
+# --------------------------------------------------------------------------- what to train on
+
+
+@dataclass(frozen=True)
+class LossPlan:
+    """The loss terms that are on and their weights.
+
+    Stage 1: L_sup + λ_ctr·L_c.u. Stage 2 (ObCP): + λ_ctr·(L_c.l + L_c.n) + λ_neg·L_neg,
+    with paper Table 4's switches. The one-bit baseline replaces the contrastive and
+    negative terms by a consistency loss whose teacher ignores denied classes.
+    """
+
+    lambda_ctr: float
+    lambda_neg: float = 0.0
+    contrastive_unlabeled: bool = True
+    contrastive_labeled: bool = False
+    contrastive_negative: bool = False
+    negative_loss: bool = False
+    denied_consistency: bool = False
+    lambda_cons: float = 1.0
+
+    @property
+    def needs_bank(self) -> bool:
+        return self.contrastive_labeled or self.contrastive_negative
+
+
+def stage1_plan(loss: LossParams) -> LossPlan:
+    return LossPlan(lambda_ctr=loss.lambda_ctr)
+
+
+def stage2_plan(arm: ArmParams, loss: LossParams) -> LossPlan:
+    if arm.method == "onebit":
+        return LossPlan(lambda_ctr=0.0, contrastive_unlabeled=False, denied_consistency=True)
+    return LossPlan(
+        lambda_ctr=loss.lambda_ctr,
+        lambda_neg=loss.lambda_neg,
+        contrastive_labeled=True,
+        contrastive_negative=arm.neg_ctr,
+        negative_loss=arm.neg_loss,
+    )
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """A pool state as the loop needs it (N train samples, C classes).
+
+    labeled_ids: ids the labeled loader draws (in L_sup and/or the label bank).
+    unlabeled_ids: ids of the unlabeled pool (one pass = one epoch).
+    labels [N] int64 (−1 unknown); in_sup [N] bool (counted in L_sup); in_bank [N] bool
+    (in L_c.l and the label bank); denied [N, C] bool (classes answered *no*).
+    """
+
+    labeled_ids: np.ndarray
+    unlabeled_ids: np.ndarray
+    labels: torch.Tensor
+    in_sup: torch.Tensor
+    in_bank: torch.Tensor
+    denied: torch.Tensor
+
+
+def pool_view(pool: pd.DataFrame, num_classes: int, arm: ArmParams | None = None) -> PoolView:
+    """Derive the loop's view of a pool; `arm` switches decide where *yes* samples go."""
+    pool = pool.sort_values("sample_id")
+    n = len(pool)
+    status = pool["status"].to_numpy()
+    labels = torch.tensor(pool["label"].to_numpy(dtype=np.int64))
+    known = status != "unlabeled"
+    yes = status == "yes"
+    yes_sup = arm.yes_in_sup if arm else True
+    yes_ctr = arm.yes_in_ctr if arm else True
+    in_sup = known & (~yes | yes_sup)
+    in_bank = known & (~yes | yes_ctr)
+    denied = torch.zeros(n, num_classes, dtype=torch.bool)
+    for sid, negs in zip(pool["sample_id"].to_numpy(), pool["negatives"]):
+        if len(negs):
+            denied[int(sid), list(negs)] = True
+    ids = pool["sample_id"].to_numpy(dtype=np.int64)
+    return PoolView(
+        labeled_ids=ids[in_sup | in_bank],
+        unlabeled_ids=ids[~known],
+        labels=labels,
+        in_sup=torch.as_tensor(in_sup),
+        in_bank=torch.as_tensor(in_bank),
+        denied=denied,
+    )
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class TrainState:
+    """Everything that must survive a stop: model (+ key encoder, queue), label bank,
+    optimizer, the next epoch to run, and metadata checked on load."""
+
+    model: ObCP
+    bank: LabelBank
+    optimizer: torch.optim.Optimizer
+    epoch: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "bank": self.bank.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "meta": self.meta,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.bank.load_state_dict(ckpt["bank"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.epoch = int(ckpt["epoch"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+
+
+def build_state(
+    *,
+    arch: str,
+    width: int,
+    proj_dim: int,
+    num_classes: int,
+    num_samples: int,
+    contrastive: ContrastiveParams,
+    train: TrainParams,
+    seed: int,
+    meta: dict[str, Any],
+    device: torch.device,
+) -> TrainState:
+    """Fresh model, key encoder, queue, empty label bank and SGD optimizer, seeded."""
+    torch.manual_seed(seed)
+    encoder = build_encoder(arch, num_classes, width=width, proj_dim=proj_dim)
+    model = ObCP(encoder, queue_size=contrastive.queue_size, momentum=contrastive.momentum).to(device)
+    bank = LabelBank(num_samples, proj_dim).to(device)
+    optimizer = torch.optim.SGD(
+        model.encoder_q.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+    )
+    return TrainState(model=model, bank=bank, optimizer=optimizer, epoch=0, meta=meta)
+
+
+def load_checkpoint(path: Path, state: TrainState, *, expect: dict[str, Any]) -> None:
+    """Load `path` into `state`, refusing a checkpoint whose metadata differs from `expect`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist. Run the stage that writes it (`dvc repro`).")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated zip, pickle garbage, ...
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); it is truncated or corrupt. "
+            "Delete it and rerun the stage that writes it (`dvc repro --force <stage>`)."
+        ) from None
+    if not isinstance(ckpt, dict) or "meta" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{path} is not an obcp checkpoint (no model/meta). Rerun the stage that writes it.")
+    mismatch = {k: (ckpt["meta"].get(k), v) for k, v in expect.items() if ckpt["meta"].get(k) != v}
+    if mismatch:
+        detail = ", ".join(f"{k}: checkpoint has {a!r}, expected {b!r}" for k, (a, b) in mismatch.items())
+        raise CheckpointError(
+            f"checkpoint {path} belongs to another run ({detail}). Point the stage at the right "
+            "checkpoint, or rerun the stages upstream (`dvc repro`)."
+        )
+    state.load_state_dict(ckpt)
+    state.meta = {**ckpt["meta"], **state.meta}
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Explicit inputs of `train_epochs` besides the state."""
+
+    beton: Path
+    train: TrainParams
+    contrastive: ContrastiveParams
+    total_epochs: int  # stage 1 + stage 2, for the cosine schedule
+    seed: int
+    hflip: bool
+    device: torch.device
+    distributed: bool = False
+
+
+def learning_rate(base: float, epoch: float, total_epochs: int) -> float:
+    """Cosine decay from `base` to 0 over `total_epochs` (epoch may be fractional)."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, total_epochs) / total_epochs))
+
+
+def _cycling(loader: Any, start: int) -> Any:
+    """Endless batches from `loader`, sub-epoch numbers start, start+1, … (deterministic)."""
+    sub = start
+    while True:
+        loader.set_epoch(sub)
+        yield from loader
+        sub += 1
+
+
+def train_epochs(
+    state: TrainState,
+    pool: PoolView,
+    plan: LossPlan,
+    cfg: LoopConfig,
+    *,
+    until_epoch: int,
+    history: PredictionHistory | None = None,
+    on_epoch_end: Callable[[TrainState, dict[str, float]], None] | None = None,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train from `state.epoch` up to (excluding) `until_epoch`; returns one log row per epoch.
+
+    `history` (rank 0 only matters; every rank passes whether to record) receives the
+    softmax of every unlabeled sample's view-1 forward pass, gathered across ranks.
+    """
+    model, bank, device = state.model, state.bank, cfg.device
+    tp, cp = cfg.train, cfg.contrastive
+    b_l, b_u = tp.batch_size, tp.batch_size * tp.unlabeled_ratio
+    common = dict(views=["strong", "strong"], num_workers=tp.num_workers, hflip=cfg.hflip)
+    unl_loader = make_loader(
+        cfg.beton,
+        batch_size=b_u,
+        indices=pool.unlabeled_ids,
+        order="random",
+        seed=cfg.seed,
+        distributed=cfg.distributed,
+        **common,
+    )
+    lab_loader = make_loader(
+        cfg.beton,
+        batch_size=b_l,
+        indices=pool.labeled_ids,
+        order="random",
+        seed=cfg.seed + 7919 * (1 + dist.rank()),
+        distributed=False,  # each rank cycles its own seeded copy of the (small) labeled set
+        drop_last=False,
+        **common,
+    )
+    qnet: torch.nn.Module = model.encoder_q
+    if cfg.distributed:
+        qnet = DistributedDataParallel(model.encoder_q)
+    labels = pool.labels.to(device)
+    in_sup, in_bank, denied = pool.in_sup.to(device), pool.in_bank.to(device), pool.denied.to(device)
+    num_classes = denied.shape[1]
+    if plan.needs_bank:
+        _fill_bank(state, pool, cfg)
+    use_amp = tp.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    rows: list[dict[str, float]] = []
+
+    while state.epoch < until_epoch:
+        epoch = state.epoch
+        unl_loader.set_epoch(epoch)
+        steps = len(unl_loader)
+        if cfg.distributed:
+            steps = int(dist.all_reduce_max(torch.tensor(steps)).item())
+        labeled_batches = _cycling(lab_loader, start=epoch * 10_000)
+        unl_iter = iter(unl_loader)
+        record = history is not None and history.in_window(epoch)
+        sums: dict[str, float] = {}
+        seen, t0 = 0, time.perf_counter()
+        for step in range(steps):
+            lr = learning_rate(tp.lr, epoch + step / max(steps, 1), cfg.total_epochs)
+            for group in state.optimizer.param_groups:
+                group["lr"] = lr
+            lab = next(labeled_batches)
+            unl = next(unl_iter, None)
+            xl1, xl2 = (v.to(device, non_blocking=True) for v in lab.views)
+            idl = lab.ids.to(device)
+            if unl is not None:
+                xu1, xu2 = (v.to(device, non_blocking=True) for v in unl.views)
+                idu = unl.ids.to(device)
+            else:  # this rank's shard is exhausted; keep collectives in step
+                xu1, xu2 = xl1[:0], xl2[:0]
+                idu = idl[:0]
+            nl = xl1.shape[0]
+            gen = torch.Generator(device=device).manual_seed(
+                cfg.seed * 1_000_003 + epoch * 10_007 + step * 101 + dist.rank()
+            )
+
+            with torch.autocast(device.type, enabled=use_amp):
+                logits, q = qnet(torch.cat([xl1, xu1]))
+            logits, q = logits.float(), q.float()
+            with torch.no_grad():
+                model.momentum_update()
+                if plan.needs_bank:
+                    key_in = torch.cat([xl2, xu2])
+                else:
+                    key_in = xu2
+                with torch.autocast(device.type, enabled=use_amp):
+                    logits_k, k = model.keys(key_in)
+                logits_k, k = logits_k.float(), k.float()
+                if not plan.needs_bank:  # keys only for the unlabeled part
+                    logits_k = torch.cat([logits_k.new_zeros(nl, num_classes), logits_k])
+                    k = torch.cat([k.new_zeros(nl, k.shape[1]), k])
+
+            ql, qu, kl, ku = q[:nl], q[nl:], k[:nl], k[nl:]
+            yl = labels[idl]
+            sup_mask = in_sup[idl]
+            terms: dict[str, torch.Tensor] = {"sup": losses.sup_loss(logits[:nl][sup_mask], yl[sup_mask])}
+            den_u = denied[idu]
+            has_neg = den_u.any(dim=1)
+            queue = model.queue.clone().detach()
+            if plan.contrastive_unlabeled:
+                plain = ~has_neg if plan.contrastive_negative else torch.ones_like(has_neg)
+                terms["c_u"] = losses.contrastive_unlabeled(qu[plain], ku[plain], queue, cp.temperature)
+            if plan.contrastive_labeled:
+                bmask = in_bank[idl]
+                pos, valid = bank.sample_positives(idl[bmask], yl[bmask], gen)
+                terms["c_l"] = losses.contrastive_labeled(
+                    ql[bmask], kl[bmask], pos, valid, queue, cp.temperature
+                )
+            if plan.contrastive_negative:
+                hard, hvalid = bank.sample_negatives(den_u[has_neg], cp.hard_negatives, gen)
+                terms["c_n"] = losses.contrastive_negative(
+                    qu[has_neg], ku[has_neg], queue, hard, hvalid, cp.temperature
+                )
+            if plan.negative_loss:
+                terms["neg"] = losses.negative_loss(logits[nl:], den_u)
+            if plan.denied_consistency:
+                terms["cons"] = losses.denied_consistency(logits[nl:], logits_k[nl:], den_u)
+            total = terms["sup"]
+            for name in ("c_u", "c_l", "c_n"):
+                if name in terms:
+                    total = total + plan.lambda_ctr * terms[name]
+            if "neg" in terms:
+                total = total + plan.lambda_neg * terms["neg"]
+            if "cons" in terms:
+                total = total + plan.lambda_cons * terms["cons"]
+
+            state.optimizer.zero_grad(set_to_none=True)
+            scaler.scale(total).backward()
+            scaler.step(state.optimizer)
+            scaler.update()
+
+            with torch.no_grad():
+                model.enqueue(ku)
+                if plan.needs_bank:
+                    bank.update(idl[in_bank[idl]], kl[in_bank[idl]])
+                if record:
+                    probs = torch.softmax(logits[nl:].detach(), dim=1)
+                    all_ids = dist.all_gather_varlen(idu)
+                    all_probs = dist.all_gather_varlen(probs)
+                    if dist.is_main():
+                        history.record(epoch, all_ids.cpu().numpy(), all_probs.cpu().numpy())
+            terms["total"] = total
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            seen += nl + xu1.shape[0]
+
+        state.epoch += 1
+        dist.sync_buffers(model)  # BN statistics follow each rank's batches; keep rank 0's
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch, "lr": lr if steps else tp.lr, "steps": steps, "seconds": seconds}
+        row.update({f"loss_{k}": v / max(steps, 1) for k, v in sums.items()})
+        row["images_per_s"] = seen * (dist.world_size()) / seconds if seconds > 0 else 0.0
+        rows.append(row)
+        if progress and dist.is_main():
+            parts = " ".join(f"{k[5:]}={v:.3f}" for k, v in row.items() if k.startswith("loss_"))
+            print(f"epoch {epoch + 1}/{until_epoch} {parts} {row['images_per_s']:.0f} img/s", flush=True)
+        if on_epoch_end is not None:
+            on_epoch_end(state, row)
+    return rows
+
+
+@torch.no_grad()
+def _fill_bank(state: TrainState, pool: PoolView, cfg: LoopConfig) -> None:
+    """Make the bank's members the pool's bank samples and give each a fresh key."""
+    bank_ids = np.flatnonzero(pool.in_bank.numpy()).astype(np.int64)
+    state.bank.set_members(torch.as_tensor(bank_ids), pool.labels[bank_ids])
+    loader = make_loader(
+        cfg.beton,
+        batch_size=256,
+        views=["clean"],
+        indices=bank_ids,
+        order="sequential",
+        seed=cfg.seed,
+        num_workers=cfg.train.num_workers,
+        hflip=cfg.hflip,
+    )
+    for batch in loader:
+        _, k = state.model.keys(batch.views[0].to(cfg.device))
+        # every rank computes the same keys (same weights, same data), so no gather is needed
+        state.bank.update(batch.ids.to(cfg.device), k.float(), gather=False)
+
+
+@torch.no_grad()
+def predict(
+    model: ObCP, beton: Path, ids: np.ndarray | None, *, device: torch.device, batch_size: int = 512,
+    num_workers: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Clean-view softmax of the query encoder: (ids [n], probs [n, C] float32), in id order."""
+    loader = make_loader(
+        beton, batch_size=batch_size, views=["clean"], indices=ids, order="sequential", seed=0,
+        num_workers=num_workers,
+    )
+    was_training = model.training
+    model.eval()
+    out_ids, out_probs = [], []
+    for batch in loader:
+        logits, _ = model(batch.views[0].to(device))
+        out_ids.append(batch.ids.numpy().copy())
+        out_probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    model.train(was_training)
+    all_ids = np.concatenate(out_ids) if out_ids else np.zeros(0, np.int64)
+    probs = np.concatenate(out_probs) if out_probs else np.zeros((0, 0), np.float32)
+    order = np.argsort(all_ids, kind="stable")
+    return all_ids[order], probs[order]
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Top-k accuracy in [0, 1] of probs [n, C] against labels [n]."""
+    if len(labels) == 0:
+        return float("nan")
+    topk = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return float((topk == labels[:, None]).any(axis=1).mean())
+

@@ -1,0 +1,98 @@
+"""Shared fixtures: a throw-away copy of the project (git + DVC) with tiny params."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Small enough to run every stage in seconds on 2 CPU cores.
+TINY_PARAMS = {
+    "query_times": 2,
+    "budget": {"initial": 50, "one_bit": 60},
+    "model": {"width": 8},
+    "train": {"stage1_epochs": 2, "stage2_epochs": 2, "batch_size": 32, "unlabeled_ratio": 2},
+    "contrastive": {"queue_size": 64, "hard_negatives": 16},
+    "selection": {"m": 3, "t": 1},
+    "seeds": [0],
+}
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def env() -> dict[str, str]:
+    e = dict(os.environ)
+    e["PATH"] = f"{BIN}{os.pathsep}{e.get('PATH', '')}"
+    e["PYTHONPATH"] = str(ROOT)
+    e["DVC_NO_ANALYTICS"] = "1"
+    e.setdefault("OMP_NUM_THREADS", "1")
+    return e
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    out = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout,
+                         stdin=subprocess.DEVNULL)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(nproc: int, module_args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m torch.distributed.run` with `nproc` CPU processes (gloo) on a free port."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *module_args]
+    return run(cmd, cwd, timeout=timeout)
+
+
+def make_project(dest: Path, overrides: dict | None = None, *, git: bool = True) -> Path:
+    """Copy the project's code and pipeline definition into `dest` with tiny params."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("pipeline", "stages"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, dest / name)
+    params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), merge(TINY_PARAMS, overrides or {}))
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if git:
+        run(["git", "init", "-q"], dest)
+        run(["git", "config", "user.email", "t@t"], dest)
+        run(["git", "config", "user.name", "t"], dest)
+        run(["dvc", "init", "-q"], dest)
+        run(["dvc", "config", "core.analytics", "false"], dest)
+        run(["git", "add", "-A"], dest)
+        run(["git", "commit", "-qm", "init"], dest)
+    return dest
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return make_project(tmp_path / "proj")
+
+
+@pytest.fixture(scope="session")
+def digits_data(tmp_path_factory) -> Path:
+    """A project folder with digits converted once per test session (no git)."""
+    dest = make_project(tmp_path_factory.mktemp("digits"), git=False)
+    run([sys.executable, "-m", "stages.convert"], dest)
+    run([sys.executable, "-m", "stages.init_pool", "--seed", "0"], dest)
+    return dest
