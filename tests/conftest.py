@@ -96,3 +96,23 @@ def digits_data(tmp_path_factory) -> Path:
     run([sys.executable, "-m", "stages.convert"], dest)
     run([sys.executable, "-m", "stages.init_pool", "--seed", "0"], dest)
     return dest
+
+
+@pytest.fixture(scope="session")
+def stage1_data(digits_data: Path) -> Path:
+    """`digits_data` plus a finished stage 1 for seed 0 (one process)."""
+    if not (digits_data / "data/runs/seed0/stage1/checkpoint.pt").exists():
+        run([sys.executable, "-m", "stages.pretrain", "--seed", "0"], digits_data)
+    return digits_data
+
+
+def project_from(source: Path, dest: Path, overrides: dict | None = None) -> Path:
+    """A new project sharing `source`'s converted data, initial pool and stage 1 (read-only)."""
+    make_project(dest, overrides, git=False)
+    runs = dest / "data" / "runs" / "seed0"
+    runs.mkdir(parents=True)
+    (dest / "data" / "digits").symlink_to(source / "data" / "digits")
+    for name in ("cycle_000", "stage1"):
+        if (source / "data/runs/seed0" / name).exists():
+            (runs / name).symlink_to(source / "data/runs/seed0" / name)
+    return dest

@@ -1,0 +1,22 @@
+"""DVC stage `convert`: the dataset → data/<name>/{train,test}.beton, index.parquet, classes.json."""
+from pathlib import Path
+
+import typer
+
+from pipeline.config import load_params
+from pipeline.datasets.convert import convert
+from pipeline.datasets.sources import get_source
+from pipeline.errors import reported
+from pipeline.layout import Layout
+
+
+def main(params: Path = Path("params.yaml")) -> None:
+    with reported():
+        p = load_params(params).dataset
+        source = get_source(p.name, Path(p.root), download=p.download)
+        summary = convert(source, Layout(p.name).data_dir, jpeg_quality=p.jpeg_quality)
+        print(f"convert: {summary}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

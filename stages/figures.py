@@ -1,0 +1,28 @@
+"""DVC stage `figures`: every arm and seed → reports/results.csv, reports/figures/, reports/index.md."""
+from pathlib import Path
+
+import typer
+
+from pipeline.config import load_params
+from pipeline.datasets.convert import read_classes
+from pipeline.errors import reported
+from pipeline.layout import Layout
+from pipeline.plots import write_report
+from pipeline.results import collect, load_ledgers
+
+
+def main(params: Path = Path("params.yaml")) -> None:
+    with reported():
+        p = load_params(params)
+        layout = Layout(p.dataset.name)
+        metrics_dir = layout.metrics(next(iter(p.arms)), p.seeds[0]).parent
+        results = collect(metrics_dir, p.arms, p.seeds)
+        ledgers = load_ledgers({arm: [layout.ledger(arm, s) for s in p.seeds] for arm in p.arms})
+        classes = read_classes(layout.data_dir)
+        index = write_report(results, p.arms, ledgers, metrics_dir.parent,
+                             num_classes=classes["num_classes"], class_names=classes["classes"])
+        print(f"figures: {len(p.arms)} arms x {len(p.seeds)} seeds, {len(results)} points -> {index}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,27 @@
+"""DVC stage `init_pool@seed`: draw the initial labeled set I^S → cycle_000/pool.parquet."""
+from pathlib import Path
+
+import typer
+
+from pipeline.config import load_params, resolve_size
+from pipeline.datasets.convert import read_classes, read_index
+from pipeline.errors import reported
+from pipeline.layout import Layout
+from pipeline.pools import initial_pool, summary, write_pool
+
+
+def main(seed: int = typer.Option(...), params: Path = Path("params.yaml")) -> None:
+    with reported():
+        layout = Layout(load_params(params).dataset.name)
+        index = read_index(layout.data_dir)
+        labels = index[index["split"] == "train"].sort_values("sample_id")["label"].to_numpy()
+        p = load_params(params, pool_size=len(labels))
+        size = resolve_size(p.budget.initial, len(labels))
+        pool = initial_pool(labels, size, class_balanced=p.budget.class_balanced, seed=seed)
+        num_classes = read_classes(layout.data_dir)["num_classes"]
+        write_pool(layout.initial_pool(seed), pool, num_classes, num_samples=len(labels))
+        print(f"init_pool seed {seed}: {summary(pool).as_dict()}")
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,20 @@
+"""DVC stage `pretrain@seed` (under torchrun): stage 1 → data/runs/seed<S>/stage1/."""
+from pathlib import Path
+
+import typer
+
+from pipeline import distributed as dist
+from pipeline.context import open_run
+from pipeline.errors import reported
+from pipeline.pretrain import run_stage1
+
+
+def main(seed: int = typer.Option(...), params: Path = Path("params.yaml")) -> None:
+    with reported():
+        ctx = open_run(params, seed)
+        run_stage1(ctx, ctx.layout.stage1_dir(seed))
+        dist.cleanup()
+
+
+if __name__ == "__main__":
+    typer.run(main)
