@@ -1,0 +1,380 @@
+"""FFCV loaders that yield several views of each image, reproducibly per (seed, epoch).
+
+FFCV (1.0.2) reads and decodes the ``.beton``; order, sharding and augmentation are
+ours, because FFCV's are not reproducible enough for resumable, distributed training:
+
+- order: FFCV seeds ``RANDOM`` with ``seed + epoch`` (so seed 0 / epoch 1 equals
+  seed 1 / epoch 0) and in distributed mode uses ``DistributedSampler(drop_last=False)``,
+  which *repeats* samples to even out ranks. We plan each epoch ourselves
+  (:mod:`pipeline.datasets.sharding`): every sample exactly once, same batch count on
+  every rank, a function of (seed, epoch) only;
+- augmentation: FFCV's random transforms use numba's unseeded per-thread RNG; ours are
+  batched torch ops keyed by (seed, epoch, view slot, sample_id)
+  (:mod:`pipeline.datasets.augment`).
+
+The FFCV pipeline per batch is: ``image`` decoded to ``[B, H, W, 3]`` uint8 (center
+square resized to a fixed size for variable-size data), ``label`` and ``sample_id`` as
+``[B, 1]`` int64. Batches are copied out of FFCV's reused buffers before they are
+handed over, so a kept :class:`Batch` is never overwritten.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+
+from pipeline.datasets.augment import AugmentConfig, ViewMaker, check_views
+from pipeline.datasets.beton import BetonInfo, check_beton
+from pipeline.datasets.errors import ConvertedDataMissingError, LoaderConfigError, LoaderRuntimeError
+from pipeline.datasets.ffcv_compat import (
+    IS_CUDA,
+    CenterCropRGBImageDecoder,
+    EpochIterator,
+    IntDecoder,
+    Loader,
+    OrderOption,
+    SimpleRGBImageDecoder,
+    keep_torch_threads,
+)
+from pipeline.datasets.sharding import ORDERS, epoch_order, num_batches, shard_batches
+
+CLEAN_CROP = 0.875  # variable-size data: the clean view is this central fraction of the decoded square
+_POLL_SECONDS = 1.0
+
+
+@dataclass
+class Batch:
+    """One batch. ``views[k]``: ``[B, 3, H, W]`` float32 (uint8 for ``raw``); ``labels``, ``ids``: ``[B]`` int64."""
+
+    views: list[torch.Tensor]
+    labels: torch.Tensor
+    ids: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.ids.shape[0])
+
+
+class _PlannedEpochIterator(EpochIterator):
+    """FFCV's epoch iterator fed with our own list of batches.
+
+    ``__init__`` mirrors ``ffcv.loader.epoch_iterator.EpochIterator.__init__`` (1.0.2)
+    except that the batches are given instead of cut from the order in fixed-size
+    chunks, so batches may be smaller than the loader's batch size (never larger).
+    A failure in the decoding thread is re-raised in the consumer instead of hanging.
+    """
+
+    def __init__(self, loader: Loader, batches: list[np.ndarray]):  # noqa: D107 - see class docstring
+        threading.Thread.__init__(self, daemon=True)
+        self.loader = loader
+        self.order = np.concatenate(batches)
+        self.metadata = loader.reader.metadata
+        self.current_batch_slot = 0
+        self.iter_ixes = iter(batches)
+        self.closed = False
+        self.output_queue = queue.Queue(loader.batches_ahead)
+        self.terminate_event = threading.Event()
+        self.error: BaseException | None = None
+        self.memory_context = loader.memory_manager.schedule_epoch(batches)
+        if IS_CUDA:
+            self.current_stream = torch.cuda.current_stream()
+        self.memory_context.__enter__()
+        self.storage_state = self.memory_context.state
+        self.cuda_streams = [(torch.cuda.Stream() if IS_CUDA else None) for _ in range(loader.batches_ahead + 2)]
+        self.memory_allocations = loader.graph.allocate_memory(loader.batch_size, loader.batches_ahead + 2)
+        self.start()
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer thread
+            self.error = err
+
+    def close(self) -> None:
+        """Stop the decoding thread and wait for it (also when the epoch was abandoned).
+
+        FFCV's thread ends an epoch with a *blocking* ``put(None)``; if the consumer
+        left with the queue full it would wait forever, holding its batch buffers. So
+        the remaining batches are dropped (the thread finishes the one in hand) and the
+        queue is drained until the thread has exited.
+        """
+        self.terminate_event.set()
+        self.iter_ixes = iter(())
+        if threading.current_thread() is not self:
+            while self.is_alive():
+                self._drain()
+                self.join(timeout=0.05)
+        self._drain()
+        super().close()
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                self.output_queue.get_nowait()
+        except queue.Empty:
+            pass
+
+    def __next__(self) -> Any:
+        while True:
+            try:
+                result = self.output_queue.get(timeout=_POLL_SECONDS)
+                break
+            except queue.Empty:
+                if not self.is_alive() and self.output_queue.empty():
+                    self.close()
+                    raise LoaderRuntimeError(
+                        f"FFCV's decoding thread stopped while reading {self.loader.fname}: "
+                        f"{self.error!r}. Check the file with check_beton() and reconvert it if needed."
+                    ) from self.error
+        if result is None:
+            self.close()
+            raise StopIteration
+        slot, result = result
+        if IS_CUDA:
+            self.current_stream.wait_stream(self.cuda_streams[slot])
+        return result
+
+
+class ViewLoader:
+    """Iterate a ``.beton`` as :class:`Batch` objects; see :func:`make_loader`."""
+
+    def __init__(self, beton: Path | str, *, batch_size: int, views: Sequence[str],
+                 indices: np.ndarray | Sequence[int] | None = None, order: str = "random", seed: int = 0,
+                 distributed: bool = False, drop_last: bool = False, num_workers: int = 1, hflip: bool = True,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                 image_size: int | None = None, device: torch.device | str | None = None,
+                 rank: int | None = None, world_size: int | None = None, batches_ahead: int = 3,
+                 augment: AugmentConfig | None = None):
+        self.beton = Path(beton)
+        self.views = check_views(views)
+        if order not in ORDERS:
+            raise LoaderConfigError(f"Unknown order {order!r}; use one of {list(ORDERS)}.")
+        if seed < 0:
+            raise LoaderConfigError(f"seed must be a non-negative integer, got {seed}.")
+        if not 1 <= num_workers <= numba.config.NUMBA_NUM_THREADS:
+            raise LoaderConfigError(
+                f"num_workers={num_workers} must lie in [1, {numba.config.NUMBA_NUM_THREADS}] "
+                "(numba's thread limit on this machine). Lower `train.num_workers`."
+            )
+        info = check_beton(self.beton)
+        self.info: BetonInfo = info
+        self.indices = _check_indices(indices, info.num_samples, self.beton)
+        self.order = order
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.drop_last = drop_last
+        self.rank, self.world_size = _resolve_rank(distributed, rank, world_size)
+        self.device = torch.device(device) if device is not None else None
+        self._epoch = 0
+        self._length = num_batches(len(self.indices), batch_size=self.batch_size,
+                                   world_size=self.world_size, drop_last=drop_last)
+
+        fixed = info.fixed_shape
+        if fixed is None:
+            if image_size is None:
+                raise LoaderConfigError(
+                    f"{self.beton} holds images of different sizes; pass image_size (the side of the "
+                    "square views, e.g. 224) so that they can be decoded to one size."
+                )
+            decode = int(round(image_size / CLEAN_CROP))
+            decoder_key: tuple[int, int] | None = (decode, decode)
+            input_hw, resize = (decode, decode), False
+        else:
+            decoder_key = None
+            input_hw, resize = fixed, image_size is not None and (image_size, image_size) != fixed
+        output_hw = (image_size, image_size) if image_size is not None else input_hw
+        if mean is None or std is None:
+            stats = _dataset_stats(self.beton)
+            mean = stats[0] if mean is None else mean
+            std = stats[1] if std is None else std
+        config = augment or AugmentConfig(mean=tuple(mean), std=tuple(std), hflip=hflip)
+        self.view_maker = ViewMaker(self.views, input_hw=input_hw, output_hw=output_hw, resize=resize,
+                                    config=config, seed=self.seed)
+        self._ffcv = _compiled_reader(self.beton, decoder_key, batch_size=self.batch_size,
+                                      num_workers=num_workers, batches_ahead=batches_ahead)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the next iteration will yield."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration yield epoch ``epoch`` (order and augmentation = f(seed, epoch))."""
+        if epoch < 0:
+            raise LoaderConfigError(f"epoch must be >= 0, got {epoch}.")
+        self._epoch = int(epoch)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank (the same on every rank)."""
+        return self._length
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the loader's subset (all ranks together)."""
+        return len(self.indices)
+
+    def plan(self, epoch: int) -> list[np.ndarray]:
+        """Sample ids of each batch this rank yields in ``epoch``: list of ``[b]`` int64."""
+        visit = epoch_order(self.indices, order=self.order, seed=self.seed, epoch=epoch)
+        return shard_batches(visit, batch_size=self.batch_size, world_size=self.world_size,
+                             rank=self.rank, drop_last=self.drop_last)
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch = self._epoch
+        self._epoch += 1
+        return self._iterate(epoch, self.plan(epoch))
+
+    def _iterate(self, epoch: int, batches: list[np.ndarray]) -> Iterator[Batch]:
+        if not batches:
+            return
+        with keep_torch_threads():
+            iterator = _PlannedEpochIterator(self._ffcv, batches)
+        try:
+            for planned in batches:
+                images, labels, ids = next(iterator)
+                ids_np = np.asarray(ids).reshape(-1).astype(np.int64)
+                if not np.array_equal(ids_np, planned):
+                    raise LoaderRuntimeError(
+                        f"{self.beton}: decoded sample ids {ids_np[:5]}... differ from the planned "
+                        f"{planned[:5]}...; the file's sample_id field is inconsistent. Reconvert it."
+                    )
+                yield self._to_batch(images, labels, ids_np, epoch)
+        finally:
+            iterator.close()
+
+    def _to_batch(self, images: np.ndarray, labels: np.ndarray, ids: np.ndarray, epoch: int) -> Batch:
+        pixels = torch.from_numpy(images).permute(0, 3, 1, 2)  # [B, 3, H, W] view of FFCV's buffer
+        label_t = torch.from_numpy(np.asarray(labels).reshape(-1).astype(np.int64))
+        if self.device is not None and self.device.type != "cpu":
+            pixels = pixels.to(self.device, non_blocking=True).contiguous()
+            label_t = label_t.to(self.device, non_blocking=True)
+        else:
+            pixels = pixels.clone(memory_format=torch.contiguous_format)  # detach from the reused buffer
+        views = self.view_maker(pixels, ids, epoch)
+        id_t = torch.from_numpy(ids.copy())
+        if self.device is not None:
+            id_t = id_t.to(self.device, non_blocking=True)
+        return Batch(views=views, labels=label_t, ids=id_t)
+
+
+# FFCV loaders by (file version, decoder, batch size, threads, prefetch depth); see _compiled_reader.
+_READERS: dict[tuple, Loader] = {}
+_READERS_LOCK = threading.Lock()
+
+
+def _compiled_reader(beton: Path, decoder_key: tuple[int, int] | None, *, batch_size: int, num_workers: int,
+                     batches_ahead: int) -> Loader:
+    """The FFCV ``Loader`` (file reader + JIT-compiled decoding pipeline) for this shape of work.
+
+    Kept for the life of the process and shared by every :class:`ViewLoader` with the
+    same key; a ``Loader`` is only used for its reader and compiled code (orders and
+    batches are ours), and each epoch iterator allocates its own buffers, so sharing
+    is safe, including concurrent iteration. Why a process-wide cache:
+
+    - a new ``Loader`` costs ~0.5 s of numba compilation and ~7 MB that numba never
+      returns; ObCP builds loaders for every pool state;
+    - a collected ``Loader`` lets numba's dispatcher finalizer run inside the cyclic
+      garbage collector, where it raises ``KeyError`` (numba 0.6x, FFCV's loader is a
+      reference cycle); on CPython 3.11 that can surface as a ``SystemError`` in
+      unrelated code running at that moment. Cached loaders die only at exit, where
+      numba skips the finalizer.
+
+    The key holds the file's inode, size and mtime, so a reconverted file gets a new
+    reader instead of a stale memory map.
+    """
+    stat = beton.stat()
+    key = (str(beton.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, decoder_key, batch_size,
+           num_workers, batches_ahead)
+    with _READERS_LOCK:
+        reader = _READERS.get(key)
+        if reader is None:
+            decoder = (SimpleRGBImageDecoder() if decoder_key is None
+                       else CenterCropRGBImageDecoder(decoder_key, ratio=1.0))
+            with keep_torch_threads():
+                reader = Loader(
+                    str(beton), batch_size=batch_size, num_workers=num_workers, order=OrderOption.SEQUENTIAL,
+                    distributed=False, seed=0,
+                    pipelines={"image": [decoder], "label": [IntDecoder()], "sample_id": [IntDecoder()]},
+                    drop_last=False, batches_ahead=batches_ahead,
+                )
+            _READERS[key] = reader
+        return reader
+
+
+def make_loader(beton: Path | str, *, batch_size: int, views: Sequence[str],
+                indices: np.ndarray | Sequence[int] | None = None, order: str = "random", seed: int,
+                distributed: bool = False, drop_last: bool = False, num_workers: int = 1, hflip: bool = True,
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                image_size: int | None = None, device: torch.device | str | None = None,
+                rank: int | None = None, world_size: int | None = None) -> ViewLoader:
+    """Build a :class:`ViewLoader` over ``beton`` (validated with ``check_beton`` first).
+
+    - ``views``: kinds per view, e.g. ``["strong", "strong"]`` (contrastive pairs),
+      ``["strong", "weak"]``, ``["clean"]`` (evaluation) or ``["raw"]`` (uint8 pixels);
+    - ``indices``: the sample ids to yield (a pool subset); all samples when ``None``;
+    - ``order``: ``random`` (a permutation per epoch) or ``sequential`` (``indices`` as given);
+    - ``seed``: with the epoch (see :meth:`ViewLoader.set_epoch`), fixes order and augmentation;
+    - ``distributed``: shard over ``torch.distributed`` ranks (or explicit ``rank``/``world_size``),
+      each sample exactly once per epoch across ranks, equal batch counts per rank;
+    - ``mean``/``std``: normalisation in [0, 1] units; default from ``classes.json`` beside the beton;
+    - ``image_size``: side of the float views (default: the stored size; required for
+      variable-size data);
+    - ``device``: move batches there (non-blocking) before augmenting; default CPU.
+    """
+    return ViewLoader(beton, batch_size=batch_size, views=views, indices=indices, order=order, seed=seed,
+                      distributed=distributed, drop_last=drop_last, num_workers=num_workers, hflip=hflip,
+                      mean=mean, std=std, image_size=image_size, device=device, rank=rank,
+                      world_size=world_size)
+
+
+def _check_indices(indices: np.ndarray | Sequence[int] | None, num_samples: int, beton: Path) -> np.ndarray:
+    if indices is None:
+        return np.arange(num_samples, dtype=np.int64)
+    array = np.asarray(indices)
+    if array.ndim != 1 or (array.size and not np.issubdtype(array.dtype, np.integer)):
+        raise LoaderConfigError(f"indices must be a 1-D array of integer sample ids, got {array.dtype} {array.shape}.")
+    array = array.astype(np.int64)
+    if array.size == 0:
+        raise LoaderConfigError("indices is empty: the loader would yield nothing. Check the pool selection.")
+    if array.min() < 0 or array.max() >= num_samples:
+        raise LoaderConfigError(
+            f"indices must lie in [0, {num_samples}) for {beton}; found [{array.min()}, {array.max()}]. "
+            "Use sample_ids of this split (index.parquet)."
+        )
+    if len(np.unique(array)) != len(array):
+        raise LoaderConfigError("indices contain duplicates; each sample_id may appear once. Deduplicate the pool.")
+    return array
+
+
+def _resolve_rank(distributed: bool, rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if not distributed:
+        if rank not in (None, 0) or world_size not in (None, 1):
+            raise LoaderConfigError("rank/world_size were given with distributed=False; set distributed=True.")
+        return 0, 1
+    if rank is not None and world_size is not None:
+        return int(rank), int(world_size)
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        raise LoaderConfigError(
+            "distributed=True needs an initialised torch.distributed process group (run under torchrun "
+            "and call init_process_group first) or explicit rank and world_size."
+        )
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
+def _dataset_stats(beton: Path) -> tuple[list[float], list[float]]:
+    from pipeline.datasets.convert import read_classes
+
+    try:
+        info = read_classes(beton.parent)
+    except ConvertedDataMissingError as err:
+        raise LoaderConfigError(
+            f"No mean/std given and no classes.json beside {beton} to read them from. Pass mean and std "
+            "(per-channel, for pixels in [0, 1]) or convert the dataset with `dvc repro convert`."
+        ) from err
+    return list(info["mean"]), list(info["std"])
