@@ -30,7 +30,7 @@ from pipeline.config import ArmParams, as_dict
 from pipeline.context import RunContext
 from pipeline.errors import ObcpError
 from pipeline.history import PredictionHistory, epoch_shares, query_epochs
-from pipeline.pretrain import fresh_state, loop_config, stage1_meta
+from pipeline.pretrain import evaluate_model, fresh_state, loop_config, stage1_meta
 from pipeline.train import load_checkpoint, pool_view, predict, stage2_plan, train_epochs
 
 
@@ -244,20 +244,19 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None) -> dict
     )
     manifest: dict = {}
     if dist.is_main():
-        from pipeline.evaluate import test_accuracy
-
         io.save_torch(c.dir / "checkpoint.pt", state.state_dict())
         if history is not None:
             history.save(c.dir / "history.npz")
         io.write_csv(c.dir / "log.csv", pd.DataFrame(rows))
         summary = pools.summary(pool).as_dict()
+        queries = pd.read_parquet(c.dir / "queries.parquet")
         manifest = {
             **key,
             "counts": summary,
-            "asked": int(len(pd.read_parquet(c.dir / "queries.parquet"))),
-            "bits_used": pools.bits_used(pool, ctx.num_classes) if not c.full_labels else
-            pools.label_bits(summary.get("initial", 0) + summary.get("full", 0), ctx.num_classes),
-            "test": test_accuracy(state.model, ctx),
+            "asked": int(len(queries)),
+            "bits_used": pools.bits_used(pool, ctx.num_classes),
+            "yes": int(queries["answer"].fillna(False).astype(bool).sum()),
+            "test": evaluate_model(ctx, state.model),
             "retrain_seconds": round(time.perf_counter() - t0, 3),
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

@@ -177,5 +177,25 @@ def table1() -> None:
     _emit(pd.DataFrame([r.__dict__ for r in rows()]), Format.table)
 
 
+report_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Tables and figures from finished runs.")
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("exps")
+def report_exps(
+    out: Path = typer.Option(Path("reports/exps"), help="output folder"),
+    json_file: Path | None = typer.Option(None, "--json-file", help="a saved `dvc exp show --json` (default: run it)"),
+    all_commits: bool = typer.Option(False, "--all-commits", "-A", help="experiments of every commit, not only HEAD"),
+    workspace: bool = typer.Option(False, "--workspace", help="also the workspace's uncommitted results"),
+) -> None:
+    """Compare DVC experiments (`dvc exp run -S query_times=N`): exps.md table + Fig. 6 (query_times.png)."""
+    from pipeline import exps
+
+    with reported():
+        doc = exps.load_exp_show(json_file) if json_file else exps.run_exp_show(".", all_commits=all_commits)
+        for path in exps.build_exps_report(doc, out, include_workspace=workspace):
+            typer.echo(f"wrote {path}")
+
+
 if __name__ == "__main__":
     app()

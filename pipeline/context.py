@@ -26,6 +26,7 @@ class RunContext:
     distributed: bool
     class_names: tuple[str, ...]
     train_labels: np.ndarray  # [N] int64, by sample_id
+    test_labels: np.ndarray  # [n_test] int64, by sample_id
 
     @property
     def num_classes(self) -> int:
@@ -54,6 +55,7 @@ def open_run(params_path: str | Path = "params.yaml", seed: int = 0, *, root: Pa
     index = read_index(layout.data_dir)
     classes = read_classes(layout.data_dir)
     train = index[index["split"] == "train"].sort_values("sample_id")
+    test = index[index["split"] == "test"].sort_values("sample_id")
     params = load_params(params_path, pool_size=len(train))  # budget-vs-pool checks
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
@@ -71,4 +73,5 @@ def open_run(params_path: str | Path = "params.yaml", seed: int = 0, *, root: Pa
         distributed=distributed,
         class_names=tuple(classes["classes"]),
         train_labels=train["label"].to_numpy(dtype=np.int64),
+        test_labels=test["label"].to_numpy(dtype=np.int64),
     )

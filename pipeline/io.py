@@ -27,6 +27,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; artifacts are ordinary files
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -11,7 +11,8 @@ from pipeline import io
 from pipeline.context import RunContext
 from pipeline.history import PredictionHistory
 from pipeline.pools import read_pool
-from pipeline.train import LoopConfig, TrainState, build_state, pool_view, stage1_plan, train_epochs
+from pipeline.moco import ObCP
+from pipeline.train import LoopConfig, TrainState, build_state, pool_view, stage1_plan, test_accuracy, train_epochs
 
 
 def stage1_meta(ctx: RunContext) -> dict:
@@ -56,9 +57,16 @@ def fresh_state(ctx: RunContext) -> TrainState:
     )
 
 
+def evaluate_model(ctx: RunContext, model: ObCP) -> dict[str, float]:
+    """Test-split accuracy of `model` (recorded next to every checkpoint when it is written)."""
+    return test_accuracy(model, ctx.layout.beton("test"), ctx.test_labels, device=ctx.device,
+                         num_workers=ctx.params.train.num_workers)
+
+
 def run_stage1(ctx: RunContext, out_dir: Path, *, until_epoch: int | None = None,
                state: TrainState | None = None, history: PredictionHistory | None = None) -> TrainState:
-    """Train stage 1 and (rank 0) write checkpoint.pt, history.npz and log.csv to `out_dir`.
+    """Train stage 1 and (rank 0) write checkpoint.pt, history.npz, log.csv and test.json
+    (test accuracy of the checkpoint) to `out_dir`.
 
     `until_epoch` < stage1_epochs stops early (tests of stop + resume); `state`/`history`
     continue a stopped run.
@@ -87,5 +95,6 @@ def run_stage1(ctx: RunContext, out_dir: Path, *, until_epoch: int | None = None
         old = pd.read_csv(log_path) if state.epoch > len(rows) and log_path.exists() else None
         log = pd.DataFrame(rows) if old is None else pd.concat([old, pd.DataFrame(rows)], ignore_index=True)
         io.write_csv(log_path, log)
+        io.write_json(out_dir / "test.json", evaluate_model(ctx, state.model))
     dist.barrier()
     return state

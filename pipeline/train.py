@@ -448,6 +448,16 @@ def predict(
     return all_ids[order], probs[order]
 
 
+def test_accuracy(model: ObCP, beton: Path, labels: np.ndarray, *, device: torch.device,
+                  num_workers: int = 1) -> dict[str, float]:
+    """{"top1": …[, "top5": …]} in [0, 1] of `model` on every sample of `beton` (labels [n] by id)."""
+    _, probs = predict(model, beton, None, device=device, num_workers=num_workers)
+    out = {"top1": accuracy(probs, labels, 1)}
+    if probs.shape[1] > 10:
+        out["top5"] = accuracy(probs, labels, 5)
+    return out
+
+
 def accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
     """Top-k accuracy in [0, 1] of probs [n, C] against labels [n]."""
     if len(labels) == 0:

@@ -23,13 +23,16 @@ TINY_PARAMS = {
     "contrastive": {"queue_size": 64, "hard_negatives": 16},
     "selection": {"m": 3, "t": 1},
     "seeds": [0],
+    "arms": {"obcp": {"method": "obcp", "strategy": "obcp"}},
 }
+REPLACED = {"arms"}  # keys whose override replaces the base value instead of merging into it
 
 
 def merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        mergeable = isinstance(v, dict) and isinstance(out.get(k), dict) and k not in REPLACED
+        out[k] = merge(out[k], v) if mergeable else v
     return out
 
 

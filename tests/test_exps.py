@@ -1,0 +1,166 @@
+"""`dvc exp show --json` → experiments table, comparison markdown and Fig. 6."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from pipeline import exps
+from tests.conftest import run
+
+
+def _data(rev: str, timestamp: str | None, query_times: int, metrics: dict) -> dict:
+    """One ``data`` block as DVC 3.x prints it (deps/outs trimmed to their shape)."""
+    return {
+        "rev": rev,
+        "timestamp": timestamp,
+        "params": {"params.yaml": {"data": {"query_times": query_times, "budget": {"initial": 50, "one_bit": 332}}}},
+        "metrics": metrics,
+        "deps": {"stages/evaluate.py": {"hash": "a7a38df2f57ce7734860be3b528d941b", "size": 250, "nfiles": None}},
+        "outs": {},
+        "meta": {},
+    }
+
+
+def _metrics(**top1_by_file: float) -> dict:
+    """``{"reports/metrics/<arm>-seed<S>.json": {"data": {...}}}``; DVC drops the ``points`` list."""
+    out = {}
+    for key, top1 in top1_by_file.items():
+        arm, seed = key.rsplit("_s", 1)
+        out[f"reports/metrics/{arm}-seed{seed}.json"] = {
+            "data": {"arm": arm, "seed": int(seed), "method": arm, "strategy": "obcp",
+                     "final": {"top1": top1, "bits": 498.1, "labeled_equiv_pct": 10.4}}}
+    return out
+
+
+def _exp(name: str, rev: str, timestamp: str, query_times: int, metrics: dict, executor: dict | None = None,
+         error: dict | None = None) -> dict:
+    return {"revs": [{"rev": rev, "name": name, "data": _data(rev, timestamp, query_times, metrics),
+                      "error": error, "experiments": None}],
+            "executor": executor, "name": name}
+
+
+BASE = "bc2e5eaabb216129abdccfee5592d21c9b3ea793"
+# Shape copied from `dvc exp show --json` (DVC 3.67) in a scratch repo: workspace, the
+# baseline commit, and its experiments (finished, queued, failed), newest first.
+DOC = [
+    {"rev": "workspace", "name": None, "error": None, "experiments": None,
+     "data": _data("workspace", None, 4, _metrics(obcp_s0=0.85, obcp_s1=0.83))},
+    {"rev": BASE, "name": "main", "error": None,
+     "data": _data(BASE, "2024-05-01T10:00:00", 4, _metrics(obcp_s0=0.84, obcp_s1=0.82, onebit_s0=0.70)),
+     "experiments": [
+         _exp("qt-8", "496fda655531e03ea67083d41a1add77a5c66f40", "2024-05-01T10:09:00", 8, {},
+              executor={"state": "queued", "name": "dvc-task",
+                        "local": {"root": None, "log": None, "pid": None, "returncode": None,
+                                  "task_id": "496fda655531e03ea67083d41a1add77a5c66f40"}}),
+         _exp("qt-3", "9e519b8a3d644455fbd33f2125543f12c6e80e37", "2024-05-01T10:08:00", 3,
+              _metrics(obcp_s0=0.84),  # DVC shows the baseline's (stale) metrics for a failed run
+              executor={"state": "failed", "name": None, "local": {"returncode": 255}},
+              error={"msg": "Experiment run failed", "type": ""}),
+         _exp("qt-2", "2a343aa6bed21ad6db94df41f8862f735b00bfa4", "2024-05-01T10:05:00", 2,
+              _metrics(obcp_s0=0.78, obcp_s1=0.80, onebit_s0=0.66)),
+         _exp("qt-1", "18975934a12c676f7be51182734d5fb84b1ecec0", "2024-05-01T10:02:00", 1,
+              _metrics(obcp_s0=0.74, obcp_s1=0.72)),
+         _exp("qt-4", "77aa34aa6bed21ad6db94df41f8862f735b00bf1", "2024-05-01T10:01:00", 4,
+              _metrics(obcp_s0=0.83, obcp_s1=0.81)),
+     ]},
+]
+
+
+def test_exps_table_rows():
+    frame = exps.exps_table(DOC)
+    assert list(frame.columns) == list(exps.COLUMNS)
+    assert list(dict.fromkeys(frame["experiment"])) == ["qt-8", "qt-3", "qt-2", "qt-1", "qt-4", "main"]
+    status = frame.drop_duplicates("experiment").set_index("experiment")["status"].to_dict()
+    assert status == {"qt-8": "queued", "qt-3": "failed", "qt-2": "success", "qt-1": "success",
+                      "qt-4": "success", "main": "baseline"}
+    done = frame.dropna(subset=["top1"]).set_index(["experiment", "arm", "seed"])["top1"]
+    assert done[("qt-1", "obcp", 0)] == 0.74 and done[("qt-2", "onebit", 0)] == 0.66
+    assert done[("main", "obcp", 1)] == 0.82 and len(done) == 10
+    queued = frame[frame["experiment"].isin(["qt-8", "qt-3"])]
+    assert len(queued) == 2 and queued["top1"].isna().all() and queued["arm"].isna().all()
+    assert frame.set_index("experiment")["query_times"].groupby(level=0).first().to_dict() == {
+        "qt-8": 8, "qt-3": 3, "qt-2": 2, "qt-1": 1, "qt-4": 4, "main": 4}
+    assert (frame["baseline"] == "main").all() and (frame["initial"] == 50).all()
+    assert str(frame["seed"].dtype) == "Int64"
+
+
+def test_exps_table_workspace_optional():
+    assert "workspace" not in set(exps.exps_table(DOC)["experiment"])
+    with_ws = exps.exps_table(DOC, include_workspace=True)
+    assert with_ws["experiment"].iloc[0] == "workspace"  # no timestamp: counted as newest
+    assert with_ws[with_ws["experiment"] == "workspace"]["top1"].tolist() == [0.85, 0.83]
+
+
+def test_exps_table_tolerates_missing_fields():
+    doc = [{"rev": "abc1234def", "name": None},  # no data at all
+           {"rev": "ffff", "name": "b", "data": {"params": {}, "metrics": {
+               "reports/metrics/obcp-seed0.json": {"error": {"type": "JSONDecodeError", "msg": "bad"}},
+               "reports/other.json": {"data": {"acc": 1}}}},
+            "experiments": [{"revs": []}, {"name": "x", "revs": [{"rev": "1234567890", "data": None}]}]}]
+    frame = exps.exps_table(doc)
+    assert frame["experiment"].tolist() == ["abc1234", "b", "x"]
+    assert frame["top1"].isna().all() and frame["query_times"].isna().all()
+
+
+def test_comparison_table_and_report(tmp_path):
+    paths = exps.build_exps_report(DOC, tmp_path / "exps")
+    assert [p.name for p in paths] == ["exps.csv", "exps.md", "query_times.png", "query_times.csv"]
+    assert all(p.is_file() for p in paths)
+    assert (tmp_path / "exps" / "query_times.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig6 = pd.read_csv(tmp_path / "exps" / "query_times.csv")
+    obcp = fig6[fig6["arm"] == "obcp"].set_index("query_times")
+    assert obcp.index.tolist() == [1, 2, 4]  # failed qt-3 and queued qt-8 have no results
+    assert obcp["top1"].tolist() == pytest.approx([0.73, 0.79, 0.82])  # qt-4 (newer) wins over main (0.83)
+    assert obcp["top1_std"].tolist() == pytest.approx([math.sqrt(2e-4)] * 3)
+    assert fig6[fig6["arm"] == "onebit"]["query_times"].tolist() == [2, 4]
+    md = (tmp_path / "exps" / "exps.md").read_text()
+    assert "| qt-1 | success | 1 | 50 | 73.0 ± 1.4 (n=2) | — |" in md
+    assert "| qt-8 | queued | 8 | 50 | — | — |" in md
+    assert "| qt-3 | failed | 3 | 50 | — | — |" in md
+    assert "query_times.png" in md
+    table = pd.read_csv(tmp_path / "exps" / "exps.csv")
+    assert len(table) == len(exps.exps_table(DOC))
+
+
+def test_parse_errors(tmp_path):
+    with pytest.raises(exps.ExpsError, match="not JSON"):
+        exps.parse_exp_show("ERROR: not a repo")
+    with pytest.raises(exps.ExpsError, match="DVC 3.x"):
+        exps.parse_exp_show(json.dumps({"workspace": {}}))
+    with pytest.raises(exps.ExpsError, match="dvc exp show --json >"):
+        exps.load_exp_show(tmp_path / "missing.json")
+    (tmp_path / "doc.json").write_text(json.dumps(DOC))
+    assert exps.load_exp_show(tmp_path / "doc.json") == DOC
+    with pytest.raises(exps.ExpsError, match="not on PATH"):
+        exps.run_exp_show(tmp_path, dvc=str(tmp_path / "no-such-dvc"))
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_run_exp_show_real_dvc(tmp_path):
+    """The installed DVC's document parses: a committed baseline with one metrics file."""
+    dvc = str(Path(__import__("sys").executable).parent / "dvc")
+    repo = tmp_path / "repo"
+    (repo / "reports" / "metrics").mkdir(parents=True)
+    run(["git", "init", "-q"], repo)
+    run(["git", "config", "user.email", "t@t"], repo)
+    run(["git", "config", "user.name", "t"], repo)
+    run([dvc, "init", "-q"], repo)
+    (repo / "params.yaml").write_text("query_times: 2\n")
+    (repo / "reports" / "metrics" / "obcp-seed0.json").write_text(
+        json.dumps({"arm": "obcp", "seed": 0, "final": {"top1": 0.9, "bits": 10.0}, "points": [{"cycle": 0}]}))
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  evaluate:\n    cmd: 'true'\n    params: [query_times]\n"
+        "    metrics:\n      - reports/metrics/obcp-seed0.json:\n          cache: false\n")
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "base"], repo)
+    frame = exps.exps_table(exps.run_exp_show(repo, dvc=dvc))
+    assert len(frame) == 1
+    row = frame.iloc[0]
+    assert (row["status"], row["query_times"], row["arm"], row["seed"], row["top1"]) == ("baseline", 2, "obcp", 0, 0.9)
+    with pytest.raises(exps.ExpsError, match="failed"):
+        exps.run_exp_show(tmp_path, dvc=dvc)  # not a git/DVC repo

@@ -1,0 +1,243 @@
+"""Figures: each writes a valid PNG and the CSV behind it; the CSVs hold the expected series."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import ledger
+from pipeline import plots as P
+from pipeline import results as R
+from pipeline.config import ArmParams
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path: Path) -> None:
+    data = Path(path).read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5_000, f"{path} is not a non-trivial PNG"
+
+
+def results_frame(arms: dict[str, tuple[str, str]], top1: dict[tuple[str, int], list[float]],
+                  switches_off: dict[str, str] | None = None) -> pd.DataFrame:
+    """A results table like `collect` returns: arms name → (method, strategy), 3 cycles per seed."""
+    rows = []
+    for arm, (method, strategy) in arms.items():
+        for seed in (0, 1):
+            for cycle, acc in enumerate(top1[(arm, seed)]):
+                row = {"arm": arm, "seed": seed, "method": method, "strategy": strategy, "cycle": cycle,
+                       "bits": 166.1 + 83 * cycle, "labeled_equiv_pct": 3.48 + 1.74 * cycle, "top1": acc,
+                       "yes": [0, 40 + seed, 50 + 2 * seed][cycle], "asked": [0, 83, 83][cycle]}
+                row.update({k: k != (switches_off or {}).get(arm) for k in R.SWITCHES})
+                rows.append(row)
+    return R.from_rows(rows)
+
+
+TOP1 = {("obcp", 0): [0.50, 0.60, 0.70], ("obcp", 1): [0.52, 0.64, 0.74],
+        ("onebit", 0): [0.50, 0.55, 0.60], ("onebit", 1): [0.52, 0.57, 0.66]}
+
+
+@pytest.fixture
+def two_arms() -> pd.DataFrame:
+    return results_frame({"obcp": ("obcp", "obcp"), "onebit": ("onebit", "obcp")}, TOP1)
+
+
+def test_accuracy_vs_labels_csv_by_hand(two_arms, tmp_path):
+    png = P.accuracy_vs_labels(two_arms, tmp_path / "acc.png")
+    assert png == tmp_path / "acc.png"
+    assert_png(png)
+    csv = pd.read_csv(tmp_path / "acc.csv")
+    assert list(csv.columns) == list(P.CURVE_COLUMNS)
+    assert csv["arm"].tolist() == ["obcp"] * 3 + ["onebit"] * 3
+    obcp = csv[csv["arm"] == "obcp"]
+    assert obcp["top1"].tolist() == pytest.approx([0.51, 0.62, 0.72])
+    assert obcp["top1_std"].tolist() == pytest.approx([np.std([a, b], ddof=1) for a, b in
+                                                       zip(TOP1[("obcp", 0)], TOP1[("obcp", 1)])])
+    assert obcp["labeled_equiv_pct"].tolist() == pytest.approx([3.48, 5.22, 6.96])
+    assert (csv["n_seeds"] == 2).all()
+
+
+def test_selection_strategies_only_present_arms(tmp_path):
+    top1 = {**{k: v for k, v in TOP1.items() if k[0] == "obcp"},
+            ("random", 0): [0.5, 0.55, 0.58], ("random", 1): [0.5, 0.56, 0.6],
+            ("no_neg_loss", 0): [0.5, 0.5, 0.5], ("no_neg_loss", 1): [0.5, 0.5, 0.5]}
+    frame = results_frame({"obcp": ("obcp", "obcp"), "random": ("obcp", "random"),
+                           "no_neg_loss": ("obcp", "obcp")}, top1, switches_off={"no_neg_loss": "neg_loss"})
+    assert_png(P.selection_strategies(frame, tmp_path / "sel.png"))
+    csv = pd.read_csv(tmp_path / "sel.csv")
+    assert list(dict.fromkeys(csv["arm"])) == ["obcp", "random"]  # the ablation arm is not a strategy
+    assert csv[csv["arm"] == "random"]["top1"].tolist() == pytest.approx([0.5, 0.555, 0.59])
+
+
+def test_figure_with_no_matching_arms_does_not_crash(tmp_path):
+    frame = results_frame({"onebit": ("onebit", "obcp")}, {k: v for k, v in TOP1.items() if k[0] == "onebit"})
+    assert_png(P.selection_strategies(frame, tmp_path / "sel.png"))
+    assert pd.read_csv(tmp_path / "sel.csv").empty
+    assert_png(P.ablations(frame, {"onebit": ArmParams(method="onebit")}, tmp_path / "abl.png"))
+    assert "No full obcp arm" in (tmp_path / "abl.md").read_text()
+    assert_png(P.query_times(pd.DataFrame(columns=["query_times", "arm", "seed", "top1"]), tmp_path / "qt.png"))
+
+
+def test_equal_bits_and_ablations_tables(two_arms, tmp_path):
+    png = P.equal_bits(two_arms, tmp_path / "eq.png")
+    assert_png(png)
+    csv = pd.read_csv(tmp_path / "eq.csv")
+    assert csv["method"].tolist() == ["onebit", "obcp"]
+    assert csv["top1_mean"].tolist() == pytest.approx([0.63, 0.72])
+    md = (tmp_path / "eq.md").read_text()
+    assert "| onebit | onebit |" in md and "| obcp | obcp |" in md
+
+    top1 = {**TOP1, ("no_neg_ctr", 0): [0.5, 0.6, 0.68], ("no_neg_ctr", 1): [0.5, 0.6, 0.70]}
+    frame = results_frame({"obcp": ("obcp", "obcp"), "onebit": ("onebit", "obcp"),
+                           "no_neg_ctr": ("obcp", "obcp")}, top1, switches_off={"no_neg_ctr": "neg_ctr"})
+    arms = {"obcp": ArmParams(), "onebit": ArmParams(method="onebit"), "no_neg_ctr": ArmParams(neg_ctr=False)}
+    assert_png(P.ablations(frame, arms, tmp_path / "abl.png"))
+    table = pd.read_csv(tmp_path / "abl.csv")
+    assert table["arm"].tolist() == ["no_neg_ctr", "obcp"]
+    assert table["delta"].tolist() == pytest.approx([0.69 - 0.72, 0.0])
+    assert "| no_neg_ctr | ✓ | ✓ | ✗ | ✓ | 69.0 ± 1.4 (−3.0) | 2 |" in (tmp_path / "abl.md").read_text()
+
+
+def test_yes_rate_by_hand(two_arms, tmp_path):
+    full = results_frame({"fullbit": ("fullbit", "entropy")},
+                         {("fullbit", 0): [0.5, 0.6, 0.7], ("fullbit", 1): [0.5, 0.6, 0.7]})
+    frame = pd.concat([two_arms, full], ignore_index=True)
+    assert_png(P.yes_rate(frame, tmp_path / "yes.png"))
+    csv = pd.read_csv(tmp_path / "yes.csv")
+    assert list(dict.fromkeys(csv["arm"])) == ["obcp", "onebit"]  # fullbit asks no questions
+    assert csv["cycle"].tolist() == [1, 2, 1, 2]  # cycle 0 asks nothing
+    r1 = [40 / 83, 41 / 83]
+    assert csv["yes_rate"].iloc[0] == pytest.approx(np.mean(r1))
+    assert csv["yes_rate_std"].iloc[0] == pytest.approx(np.std(r1, ddof=1))
+    assert csv["asked"].iloc[0] == 83 and csv["yes"].iloc[1] == pytest.approx(51)
+
+
+def _ledger(arm: str, seed: int, asked: list[int], truth: list[int]) -> pd.DataFrame:
+    q = pd.DataFrame({"sample_id": range(len(asked)), "asked_class": asked,
+                      "answer": np.array(asked) == np.array(truth), "score": 1.0, "rank": range(1, len(asked) + 1)})
+    return ledger.ledger_rows(q, cycle=1, epoch=2, strategy="obcp", oracle="simulated", arm=arm, seed=seed)
+
+
+def _full_ledger(labels: list[int]) -> pd.DataFrame:
+    q = pd.DataFrame({"sample_id": range(len(labels)), "label": labels, "score": 1.0,
+                      "rank": range(1, len(labels) + 1)})
+    return ledger.ledger_rows(q, cycle=1, epoch=2, strategy="entropy", oracle="simulated", arm="fullbit",
+                              seed=0, kind="full")
+
+
+def test_class_queries_counts(tmp_path):
+    ledgers = {
+        "obcp": pd.concat([_ledger("obcp", 0, [0, 1, 1, 2], [0, 1, 2, 0]), _ledger("obcp", 1, [2], [2])]),
+        "fullbit": _full_ledger([1, 1, 2]),
+        "empty": ledger.empty(),
+    }
+    png = P.class_queries(ledgers, tmp_path / "cls.png", num_classes=4, class_names=["a", "b", "c", "d"])
+    assert_png(png)
+    csv = pd.read_csv(tmp_path / "cls.csv")
+    assert list(dict.fromkeys(csv["arm"])) == ["obcp", "fullbit"]
+    obcp = csv[csv["arm"] == "obcp"]
+    assert obcp["asked"].tolist() == [1, 2, 2, 0]
+    assert obcp["yes"].tolist() == [1, 1, 1, 0]
+    assert obcp["full"].tolist() == [0, 0, 0, 0] and (obcp["n_seeds"] == 2).all()
+    full = csv[csv["arm"] == "fullbit"]
+    assert full["asked"].sum() == 0 and full["full"].tolist() == [0, 2, 1, 0]
+    assert csv["class_name"].tolist()[:4] == ["a", "b", "c", "d"]
+
+
+def test_query_times_csv(tmp_path):
+    frame = pd.DataFrame({
+        "query_times": [1, 1, 2, 2, 4, 4, 4, 8],
+        "arm": ["obcp"] * 7 + [None],
+        "seed": [0, 1, 0, 1, 0, 1, 0, None],
+        "top1": [0.60, 0.62, 0.70, 0.74, 0.80, 0.80, 0.10, np.nan],  # (4, seed 0) twice: first wins
+    })
+    assert_png(P.query_times(frame, tmp_path / "qt.png"))
+    csv = pd.read_csv(tmp_path / "qt.csv")
+    assert csv["query_times"].tolist() == [1, 2, 4]
+    assert csv["top1"].tolist() == pytest.approx([0.61, 0.72, 0.80])
+    assert csv["n_seeds"].tolist() == [2, 2, 2]
+
+
+def test_arm_curves_for_dvc_plots(two_arms, tmp_path):
+    paths = P.arm_curves(two_arms, tmp_path / "curves")
+    assert [p.name for p in paths] == ["obcp.csv", "onebit.csv"]
+    curve = pd.read_csv(paths[1])
+    assert {"labeled_equiv_pct", "top1"} <= set(curve.columns)
+    assert curve["top1"].tolist() == pytest.approx([0.51, 0.56, 0.63])
+
+
+def test_figures_are_deterministic(two_arms, tmp_path):
+    a = P.accuracy_vs_labels(two_arms, tmp_path / "a" / "acc.png").read_bytes()
+    b = P.accuracy_vs_labels(two_arms, tmp_path / "b" / "acc.png").read_bytes()
+    assert a == b
+
+
+def test_write_report_index_links_every_figure(two_arms, tmp_path):
+    arms = {"obcp": ArmParams(), "onebit": ArmParams(method="onebit")}
+    ledgers = {"obcp": _ledger("obcp", 0, [0, 1], [0, 0]), "onebit": _ledger("onebit", 0, [1], [1])}
+    index = P.write_report(two_arms, arms, ledgers, tmp_path / "reports", num_classes=2)
+    assert index == tmp_path / "reports" / "index.md"
+    text = index.read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    names = {"accuracy_vs_labels", "selection_strategies", "equal_bits", "ablations", "yes_rate", "class_queries"}
+    assert {Path(i).stem for i in images} == names
+    for rel in images:
+        assert not Path(rel).is_absolute()
+        assert_png(index.parent / rel)
+        assert (index.parent / rel).with_suffix(".csv").is_file()
+        assert f"({Path(rel).with_suffix('.csv').as_posix()})" in text
+    pngs = {p.stem for p in (tmp_path / "reports" / "figures").glob("*.png")}
+    assert pngs == names  # every figure written is on the page
+    assert "| obcp | obcp | obcp | 2 | 332.1 | 6.96 | 72.0 ± 2.8 |" in text  # final summary
+    back = R.read_results(tmp_path / "reports" / "results.csv")
+    assert len(back) == len(two_arms) and back["top1"].tolist() == pytest.approx(two_arms["top1"].tolist())
+    assert sorted(p.name for p in (tmp_path / "reports" / "figures" / "curves").iterdir()) == ["obcp.csv",
+                                                                                                 "onebit.csv"]
+
+
+def _stage_project(root: Path, two_arms: pd.DataFrame) -> Path:
+    """A project folder with params, fabricated metrics, ledgers and classes.json for `stages.figures`."""
+    import json
+
+    import yaml
+
+    params = {"seeds": [0, 1], "arms": {"obcp": {"method": "obcp", "strategy": "obcp"},
+                                         "onebit": {"method": "onebit", "strategy": "obcp"}}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "data" / "digits").mkdir(parents=True)
+    (root / "data" / "digits" / "classes.json").write_text(json.dumps({
+        "classes": [str(i) for i in range(10)], "num_classes": 10, "image_shape": [8, 8, 1], "dataset": "digits",
+        "storage": "raw", "mean": [0.5], "std": [0.5]}))
+    for (arm, seed), g in two_arms.groupby(["arm", "seed"]):
+        points = [{k: (int(r[k]) if k in ("cycle", "yes", "asked") else float(r[k]))
+                   for k in ("cycle", "bits", "labeled_equiv_pct", "top1", "yes", "asked")} for _, r in g.iterrows()]
+        path = root / "reports" / "metrics" / f"{arm}-seed{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"arm": arm, "seed": int(seed), "method": g["method"].iloc[0],
+                                    "strategy": "obcp", "points": points}))
+        ledger.append(root / "reports" / "ledger" / f"{arm}-seed{seed}.parquet", _ledger(arm, int(seed), [3, 4], [3, 5]))
+    return root
+
+
+def test_figures_stage_end_to_end(two_arms, tmp_path):
+    import sys
+
+    from tests.conftest import run
+
+    root = _stage_project(tmp_path, two_arms)
+    out = run([sys.executable, "-m", "stages.figures"], root)
+    assert "reports/index.md" in out.stdout
+    text = (root / "reports" / "index.md").read_text()
+    for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert_png(root / "reports" / rel)
+    assert len(pd.read_csv(root / "reports" / "results.csv")) == 12
+    cls = pd.read_csv(root / "reports" / "figures" / "class_queries.csv")
+    assert len(cls) == 2 * 10 and cls.groupby("arm")["asked"].sum().tolist() == [4, 4]
+
+    (root / "reports" / "metrics" / "onebit-seed1.json").unlink()
+    failed = run([sys.executable, "-m", "stages.figures"], root, check=False)
+    assert failed.returncode == 2
+    assert "onebit-seed1.json" in failed.stderr and "dvc repro evaluate" in failed.stderr
