@@ -222,9 +222,11 @@ def update_step(c: Cycle) -> pd.DataFrame:
     return new
 
 
-def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None) -> dict:
+def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
+                 seconds: dict[str, float] | None = None) -> dict:
     """Continue from the previous checkpoint for this cycle's share of stage-2 epochs
-    with the full loss of the arm; write checkpoint, history, log, then the manifest."""
+    with the full loss of the arm; write checkpoint, history, log, then the manifest
+    (with `seconds`: the query steps' wall times, plus retrain and evaluate)."""
     ctx, t0 = c.ctx, time.perf_counter()
     pool = pools.read_pool(c.dir / "pool.parquet")
     state = fresh_state(ctx)
@@ -244,10 +246,15 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None) -> dict
     )
     manifest: dict = {}
     if dist.is_main():
+        seconds = dict(seconds or {})
         io.save_torch(c.dir / "checkpoint.pt", state.state_dict())
         if history is not None:
             history.save(c.dir / "history.npz")
         io.write_csv(c.dir / "log.csv", pd.DataFrame(rows))
+        seconds["retrain"] = round(time.perf_counter() - t0, 4)
+        t1 = time.perf_counter()
+        test = evaluate_model(ctx, state.model)
+        seconds["evaluate"] = round(time.perf_counter() - t1, 4)
         summary = pools.summary(pool).as_dict()
         queries = pd.read_parquet(c.dir / "queries.parquet")
         manifest = {
@@ -256,8 +263,8 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None) -> dict
             "asked": int(len(queries)),
             "bits_used": pools.bits_used(pool, ctx.num_classes),
             "yes": int(queries["answer"].fillna(False).astype(bool).sum()),
-            "test": evaluate_model(ctx, state.model),
-            "retrain_seconds": round(time.perf_counter() - t0, 3),
+            "test": test,
+            "seconds": seconds,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         io.write_json(c.dir / "manifest.json", manifest)
@@ -338,8 +345,16 @@ def run_cycle(c: Cycle, *, log: Callable[[str], None] = print) -> dict:
     dist.barrier()
     log(f"[{c.arm_name} seed {c.ctx.seed}] cycle {c.k}: asking {c.budget} "
         f"{'full labels' if c.full_labels else 'one-bit questions'}")
-    _on_main(lambda: (score_step(c), oracle_step(c), update_step(c)))
-    return retrain_step(c, key)
+    seconds: dict[str, float] = {}
+
+    def query() -> None:
+        for name, step in (("score", score_step), ("oracle", oracle_step), ("update", update_step)):
+            t0 = time.perf_counter()
+            step(c)
+            seconds[name] = round(time.perf_counter() - t0, 4)
+
+    _on_main(query)
+    return retrain_step(c, key, seconds=seconds)
 
 
 def run_active(ctx: RunContext, arm_name: str, *, log: Callable[[str], None] = print) -> list[dict]:

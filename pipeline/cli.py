@@ -49,7 +49,7 @@ def _fmt(csv: bool, json: bool) -> Format:
 def _ledger(params: Path, arm: str, seed: int) -> tuple[pd.DataFrame, int]:
     from pipeline import ledger
     from pipeline.config import load_params
-    from pipeline.datasets.convert import read_classes
+    from pipeline.datasets.index import read_classes
     from pipeline.layout import Layout
 
     p = load_params(params)
@@ -175,6 +175,23 @@ def table1() -> None:
     from pipeline.pools import table1 as rows
 
     _emit(pd.DataFrame([r.__dict__ for r in rows()]), Format.table)
+
+
+@app.command()
+def bench(
+    params: Path = PARAMS,
+    out: Path = typer.Option(Path("reports/bench.json"), help="where the results go"),
+    only: list[str] = typer.Option([], "--only", help="sections: convert loader train cycle ddp memory"),
+    quick: bool = typer.Option(False, "--quick", help="smaller sizes (a smoke run)"),
+) -> None:
+    """Benchmarks (not tests): ratios measured in one run → reports/bench.json + a table."""
+    from pipeline.bench.suite import SECTIONS, run_suite
+
+    with reported():
+        unknown = sorted(set(only) - set(SECTIONS))
+        if unknown:
+            raise ObcpError(f"--only {unknown}: unknown section(s); choose from {', '.join(SECTIONS)}.")
+        run_suite(params, out, tuple(only) or SECTIONS, quick=quick, echo=typer.echo)
 
 
 report_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Tables and figures from finished runs.")

@@ -13,7 +13,7 @@ import torch
 
 from pipeline import distributed as dist
 from pipeline.config import Params, load_params, resolve_size
-from pipeline.datasets.convert import read_classes, read_index
+from pipeline.datasets.index import read_classes, read_index
 from pipeline.layout import Layout
 
 

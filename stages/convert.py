@@ -4,7 +4,7 @@ from pathlib import Path
 import typer
 
 from pipeline.config import load_params
-from pipeline.datasets.convert import convert
+from pipeline.datasets.conversion import convert
 from pipeline.datasets.sources import get_source
 from pipeline.errors import reported
 from pipeline.layout import Layout

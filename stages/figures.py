@@ -4,7 +4,7 @@ from pathlib import Path
 import typer
 
 from pipeline.config import load_params
-from pipeline.datasets.convert import read_classes
+from pipeline.datasets.index import read_classes
 from pipeline.errors import reported
 from pipeline.layout import Layout
 from pipeline.plots import write_report

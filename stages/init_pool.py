@@ -4,7 +4,7 @@ from pathlib import Path
 import typer
 
 from pipeline.config import load_params, resolve_size
-from pipeline.datasets.convert import read_classes, read_index
+from pipeline.datasets.index import read_classes, read_index
 from pipeline.errors import reported
 from pipeline.layout import Layout
 from pipeline.pools import initial_pool, summary, write_pool

@@ -368,7 +368,7 @@ def _resolve_rank(distributed: bool, rank: int | None, world_size: int | None) -
 
 
 def _dataset_stats(beton: Path) -> tuple[list[float], list[float]]:
-    from pipeline.datasets.convert import read_classes
+    from pipeline.datasets.index import read_classes
 
     try:
         info = read_classes(beton.parent)

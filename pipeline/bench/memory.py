@@ -1,0 +1,60 @@
+"""Peak memory of Eq. 7 history accumulation + scoring at ImageNet scale, on synthetic
+predictions. Each configuration runs in a fresh process so its peak RSS is its own.
+
+python -m pipeline.bench.memory N C M T [EPOCHS]  → one JSON line
+"""
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from pipeline.history import PredictionHistory
+from pipeline.selection import score_candidates, select_top_streaming
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run_one(n: int, c: int, m: int, t: int, epochs: int, *, chunk: int = 16_384, top_k: int = 10_000) -> dict:
+    """Record `epochs` epochs (the last ones before the query, so every one is in the
+    m-window and the last t in the t-window), then score all N and take the top-k."""
+    rng = np.random.default_rng(0)
+    block = rng.random((chunk, c), dtype=np.float32) + np.float32(1e-3)  # [chunk, C] softmax-like rows
+    block /= block.sum(axis=1, keepdims=True)
+    baseline = _rss_mib()
+    history = PredictionHistory(n, c, m=m, t=t, start_epoch=0, query_epoch=max(m, epochs))
+    t0 = time.perf_counter()
+    for e in range(max(m, epochs) - epochs, max(m, epochs)):
+        for start in range(0, n, chunk):
+            ids = np.arange(start, min(n, start + chunk), dtype=np.int64)
+            history.record(e, ids, block[: ids.size])
+    record_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    ids = np.arange(n, dtype=np.int64)
+    chunks = ((ids[s:s + chunk], score_candidates("obcp", ids[s:s + chunk], history=history))
+              for s in range(0, n, chunk))
+    top = select_top_streaming(chunks, top_k)
+    score_s = time.perf_counter() - t1
+    return {
+        "N": n, "C": c, "m": m, "t": t, "epochs_recorded": epochs,
+        "peak_rss_mib": round(_rss_mib(), 1), "baseline_rss_mib": round(baseline, 1),
+        "accumulators_mib": round(2 * n * c * 4 / 2**20, 1),
+        "record_s_per_epoch": round(record_s / epochs, 2), "score_s": round(score_s, 2), "top_k": len(top),
+    }
+
+
+def measure(n: int, c: int, m: int, t: int, epochs: int) -> dict:
+    """`run_one` in a fresh interpreter (so peaks don't mix)."""
+    out = subprocess.run([sys.executable, "-m", "pipeline.bench.memory", *map(str, (n, c, m, t, epochs))],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_one(*map(int, sys.argv[1:6]))))

@@ -1,0 +1,36 @@
+"""A scratch project for benchmarks: params.yaml, converted digits and initial pools."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from pipeline.config import load_params, resolve_size
+from pipeline.datasets import convert, get_source, read_classes, read_index
+from pipeline.layout import Layout
+from pipeline.pools import initial_pool, write_pool
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "arms" else v
+    return out
+
+
+def scratch_project(dest: Path, params_file: Path, overrides: dict) -> Path:
+    """`dest` with `params_file` + `overrides` as params.yaml, the dataset converted and
+    seed 0's initial pool drawn — the inputs of stage 1, without DVC."""
+    dest.mkdir(parents=True, exist_ok=True)
+    raw = _merge(yaml.safe_load(Path(params_file).read_text()), overrides)
+    (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    p = load_params(dest / "params.yaml")
+    layout = Layout(p.dataset.name, dest)
+    convert(get_source(p.dataset.name, dest / p.dataset.root, download=False), layout.data_dir)
+    index = read_index(layout.data_dir)
+    labels = index[index["split"] == "train"].sort_values("sample_id")["label"].to_numpy()
+    for seed in p.seeds:
+        pool = initial_pool(labels, resolve_size(p.budget.initial, len(labels)),
+                            class_balanced=p.budget.class_balanced, seed=seed)
+        write_pool(layout.initial_pool(seed), pool, read_classes(layout.data_dir)["num_classes"])
+    return dest
