@@ -170,6 +170,26 @@ def retrain(cycle: int = typer.Option(...), arm: str = ARM, seed: int = SEED, pa
 
 
 @app.command()
+def preset(
+    name: str = typer.Argument(..., help="cifar10 | cifar100 | imagenet (git checkout params.yaml restores digits)"),
+    out: Path = typer.Option(Path("params.yaml"), help="where to write it"),
+) -> None:
+    """Write the paper's settings for a dataset as params.yaml (validated first)."""
+    import shutil
+
+    from pipeline.config import load_params
+
+    with reported():
+        presets = Path(__file__).parent / "presets"
+        known = sorted(p.stem for p in presets.glob("*.yaml"))
+        if name not in known:
+            raise ObcpError(f"no preset named {name!r}; choose one of: {', '.join(known)}.")
+        load_params(presets / f"{name}.yaml")
+        shutil.copyfile(presets / f"{name}.yaml", out)
+        typer.echo(f"wrote {out} ({name}); run `dvc repro` (or `dvc exp run`)")
+
+
+@app.command()
 def table1() -> None:
     """The paper's Table 1: bits of full labels vs one-bit questions."""
     from pipeline.pools import table1 as rows
