@@ -61,3 +61,18 @@ def save_torch(target: str | os.PathLike, obj: Any) -> None:
 
     with atomic_path(target) as tmp:
         torch.save(obj, tmp)
+
+
+def read_parquet(path: str | os.PathLike, *, what: str, fix: str, error: type[Exception]) -> pd.DataFrame:
+    """Read a parquet artifact; a missing or unreadable file raises `error` naming
+    `what` it is and the `fix` (e.g. which stage to rerun)."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist. {fix}")
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise error(
+            f"{what} {path} is not readable parquet ({type(exc).__name__}: {exc}); it is truncated or "
+            f"corrupt. Delete it and rerun: {fix}"
+        ) from None

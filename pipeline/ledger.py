@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.errors import ObcpError
-from pipeline.io import write_parquet
+from pipeline.io import read_parquet, write_parquet
 
 KINDS: tuple[str, ...] = ("one_bit", "full")
 ORACLES: tuple[str, ...] = ("simulated", "human")
@@ -183,19 +183,8 @@ def ledger_rows(
 
 def read(path: str | os.PathLike) -> pd.DataFrame:
     """Read a ledger file (canonical dtypes)."""
-    path = Path(path)
-    if not path.is_file():
-        raise LedgerError(
-            f"ledger {path} does not exist; the active stage writes it (run `dvc repro` for "
-            "this arm and seed)."
-        )
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise LedgerError(
-            f"ledger {path} is not readable parquet ({type(exc).__name__}: {exc}); delete it "
-            "and rerun the active stage."
-        ) from exc
+    frame = read_parquet(path, what="ledger", error=LedgerError,
+                         fix="the active stage writes it (`dvc repro` for this arm and seed).")
     return _conform(frame)
 
 

@@ -27,14 +27,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from pipeline.errors import ObcpError
-from pipeline.io import write_parquet
+from pipeline.io import read_parquet, write_parquet
 
 STATUSES: tuple[str, ...] = ("initial", "yes", "full", "unlabeled")
 POOL_COLUMNS: tuple[str, ...] = ("sample_id", "status", "label", "negatives", "labeled_cycle")
@@ -637,19 +636,8 @@ def write_pool(
 
 def read_pool(path: str | os.PathLike) -> pd.DataFrame:
     """Read a pool written by :func:`write_pool` (negatives as python lists of int)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PoolFileError(
-            f"pool file {path} does not exist. Run the stage that writes it first "
-            "(init_pool for cycle_000, the active stage for later cycles), e.g. `dvc repro`."
-        )
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise PoolFileError(
-            f"pool file {path} is not readable parquet ({type(exc).__name__}: {exc}). Delete "
-            "it and rerun the stage that writes it."
-        ) from exc
+    frame = read_parquet(path, what="pool file", error=PoolFileError,
+                         fix="init_pool writes cycle_000, the active stage later cycles (`dvc repro`).")
     missing = [c for c in POOL_COLUMNS if c not in frame.columns]
     if missing:
         raise PoolFileError(

@@ -256,10 +256,13 @@ def train_epochs(
     model, bank, device = state.model, state.bank, cfg.device
     tp, cp = cfg.train, cfg.contrastive
     b_l, b_u = tp.batch_size, tp.batch_size * tp.unlabeled_ratio
-    common = dict(views=["strong", "strong"], num_workers=tp.num_workers, hflip=cfg.hflip)
+    common = dict(num_workers=tp.num_workers, hflip=cfg.hflip)
+    # view 1 feeds the query encoder; view 2 the key encoder, which is also the one-bit
+    # baseline's teacher and sees a weak view there (mean-teacher style)
     unl_loader = make_loader(
         cfg.beton,
         batch_size=b_u,
+        views=["strong", "weak" if plan.denied_consistency else "strong"],
         indices=pool.unlabeled_ids,
         order="random",
         seed=cfg.seed,
@@ -274,6 +277,7 @@ def train_epochs(
         seed=cfg.seed + 7919 * (1 + dist.rank()),
         distributed=False,  # each rank cycles its own seeded copy of the (small) labeled set
         drop_last=False,
+        views=["strong", "strong"],
         **common,
     )
     qnet: torch.nn.Module = model.encoder_q
