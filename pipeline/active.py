@@ -31,7 +31,7 @@ from pipeline.context import RunContext
 from pipeline.errors import ObcpError
 from pipeline.history import PredictionHistory, epoch_shares, query_epochs
 from pipeline.pretrain import evaluate_model, fresh_state, loop_config, stage1_meta
-from pipeline.train import load_checkpoint, pool_view, predict, stage2_plan, train_epochs
+from pipeline.train import load_checkpoint, pool_view, predict_batches, stage2_plan, train_epochs
 
 
 @dataclass(frozen=True)
@@ -138,6 +138,8 @@ def score_step(c: Cycle) -> pd.DataFrame:
 
     Candidates: unlabeled samples with at least one class not yet denied. The asked
     class is the current model's clean-view argmax over the classes not yet denied.
+    One streamed evaluation pass: per batch only (ids, score, asked/predicted class)
+    are kept, so memory is O(N) here (the Eq. 7 history itself is O(N·C)).
     """
     ctx = c.ctx
     pool = pools.read_pool(c.prev_pool)
@@ -146,17 +148,25 @@ def score_step(c: Cycle) -> pd.DataFrame:
     ids = unl["sample_id"].to_numpy(dtype=np.int64)
     state = fresh_state(ctx)
     load_checkpoint(c.prev_dir / "checkpoint.pt", state, expect=c.expect_meta())
-    _, probs = predict(state.model, ctx.layout.beton("train"), ids, device=ctx.device,
-                       num_workers=ctx.params.train.num_workers)
     strategy = "entropy" if c.full_labels and c.arm.strategy == "obcp" else c.arm.strategy
     history = PredictionHistory.load(c.prev_dir / "history.npz") if strategy == "obcp" else None
-    scores = selection.score_candidates(strategy, ids, probs=probs, history=history, seed=ctx.seed * 1000 + c.k)
-    ranked = selection.select_top(ids, scores, len(ids))  # every candidate, ranked
-    order = np.searchsorted(ids, ranked["sample_id"].to_numpy())
-    denied = pools.denied_matrix(pool, ids, ctx.num_classes)
-    ranked["asked_class"] = selection.asked_classes(probs, denied)[order]
-    ranked["pred_class"] = probs.argmax(axis=1)[order]
-    ranked["pred_prob"] = probs.max(axis=1)[order]
+    parts = []
+    for batch_ids, probs in predict_batches(state.model, ctx.layout.beton("train"), ids, device=ctx.device,
+                                            num_workers=ctx.params.train.num_workers):
+        parts.append(pd.DataFrame({
+            "sample_id": batch_ids,
+            "score": selection.score_candidates(strategy, batch_ids, probs=probs, history=history,
+                                                seed=ctx.seed * 1000 + c.k),
+            "asked_class": selection.asked_classes(probs, pools.denied_matrix(pool, batch_ids, ctx.num_classes)),
+            "pred_class": probs.argmax(axis=1),
+            "pred_prob": probs.max(axis=1),
+        }))
+    scored = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["sample_id", "score", "asked_class", "pred_class", "pred_prob"])
+    ranked = selection.select_top(
+        scored["sample_id"].to_numpy(dtype=np.int64), scored["score"].to_numpy(dtype=np.float64), len(scored),
+        extra={k: scored[k].to_numpy() for k in ("asked_class", "pred_class", "pred_prob")},
+    )  # every candidate, ranked
     ranked["selected"] = ranked["rank"] <= c.budget
     ranked["strategy"] = strategy
     io.write_parquet(c.dir / "scores.parquet", ranked)

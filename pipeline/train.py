@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -429,25 +429,36 @@ def _fill_bank(state: TrainState, pool: PoolView, cfg: LoopConfig) -> None:
 
 
 @torch.no_grad()
-def predict(
+def predict_batches(
     model: ObCP, beton: Path, ids: np.ndarray | None, *, device: torch.device, batch_size: int = 512,
     num_workers: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Clean-view softmax of the query encoder: (ids [n], probs [n, C] float32), in id order."""
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Clean-view softmax of the query encoder, streamed: (ids [b], probs [b, C] float32)
+    per batch, in id order. Memory O(batch·C) whatever the number of samples."""
     loader = make_loader(
         beton, batch_size=batch_size, views=["clean"], indices=ids, order="sequential", seed=0,
         num_workers=num_workers,
     )
     was_training = model.training
     model.eval()
-    out_ids, out_probs = [], []
-    for batch in loader:
-        logits, _ = model(batch.views[0].to(device))
-        out_ids.append(batch.ids.numpy().copy())
-        out_probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    model.train(was_training)
-    all_ids = np.concatenate(out_ids) if out_ids else np.zeros(0, np.int64)
-    probs = np.concatenate(out_probs) if out_probs else np.zeros((0, 0), np.float32)
+    try:
+        for batch in loader:
+            logits, _ = model(batch.views[0].to(device))
+            yield batch.ids.numpy().copy(), torch.softmax(logits.float(), dim=1).cpu().numpy()
+    finally:
+        model.train(was_training)
+
+
+def predict(
+    model: ObCP, beton: Path, ids: np.ndarray | None, *, device: torch.device, batch_size: int = 512,
+    num_workers: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All of `predict_batches` at once: (ids [n], probs [n, C]) in id order."""
+    parts = list(predict_batches(model, beton, ids, device=device, batch_size=batch_size, num_workers=num_workers))
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    all_ids = np.concatenate([i for i, _ in parts])
+    probs = np.concatenate([p for _, p in parts])
     order = np.argsort(all_ids, kind="stable")
     return all_ids[order], probs[order]
 

@@ -31,7 +31,7 @@ def final_state(project: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return led[ledger.deterministic_columns()], pool
 
 
-def test_simulated_cycles_fill_the_ledger_and_pool(stage1_data, tmp_path):
+def test_simulated_cycles_fill_the_ledger_and_pool(stage1_data, tmp_path, monkeypatch):
     project = project_from(stage1_data, tmp_path / "p")
     out = run(ACTIVE, project)
     assert "cycle 2" in out.stdout
@@ -51,6 +51,34 @@ def test_simulated_cycles_fill_the_ledger_and_pool(stage1_data, tmp_path):
     # a sample denied class c is never asked about c again
     pairs = led[~led["answer"].astype(bool)][["sample_id", "asked_class"]]
     assert not pairs.duplicated().any()
+    check_audit(project, led, monkeypatch)
+
+
+def check_audit(project: Path, led: pd.DataFrame, monkeypatch) -> None:
+    """`obcp audit` answers who was asked what, when, from the ledger."""
+    import io
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    monkeypatch.chdir(project)
+    cli = CliRunner()
+    summary = json.loads(cli.invoke(app, ["audit", "summary", "--json"]).output)
+    per_cycle = pd.DataFrame(summary["per_cycle"])
+    assert per_cycle["asked"].tolist() == [30, 30]
+    assert per_cycle["yes"].sum() == int(led["answer"].astype(bool).sum())
+    cycle2 = pd.read_csv(io.StringIO(cli.invoke(app, ["audit", "cycle", "2", "--csv"]).output))
+    assert len(cycle2) == 30 and (cycle2["cycle"] == 2).all()
+    sid = int(led["sample_id"].iloc[0])
+    one = json.loads(cli.invoke(app, ["audit", "sample", str(sid), "--json"]).output)
+    assert {row["sample_id"] for row in one} == {sid}
+    assert len(one) == int((led["sample_id"] == sid).sum())
+    table = cli.invoke(app, ["audit", "summary"])
+    assert table.exit_code == 0 and "yes_rate" in table.output
+    missing = cli.invoke(app, ["audit", "summary", "--arm", "nope"])
+    assert missing.exit_code == 2
 
 
 def test_fewer_query_times_discards_later_cycles(stage1_data, tmp_path):
