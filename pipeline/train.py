@@ -13,6 +13,7 @@ batch (every loss term is defined on empty input), so collectives never mismatch
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from pipeline import distributed as dist
 from pipeline import losses
@@ -303,7 +305,9 @@ def train_epochs(
         record = history is not None and history.in_window(epoch)
         sums: dict[str, float] = {}
         seen, t0 = 0, time.perf_counter()
-        for step in range(steps):
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{until_epoch}", leave=False,
+                   disable=not (progress and dist.is_main() and sys.stderr.isatty()))
+        for step in bar:
             lr = learning_rate(tp.lr, epoch + step / max(steps, 1), cfg.total_epochs)
             for group in state.optimizer.param_groups:
                 group["lr"] = lr
