@@ -18,7 +18,19 @@ from pipeline.selection import score_candidates, select_top_streaming
 
 
 def _rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """Peak resident memory of this process in MiB.
+
+    VmHWM, not getrusage's ru_maxrss: on Linux the latter carries over the parent's peak
+    across fork + exec, so a child started by a 1 GiB parent never reports less.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_one(n: int, c: int, m: int, t: int, epochs: int, *, chunk: int = 16_384, top_k: int = 10_000) -> dict:
