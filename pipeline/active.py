@@ -81,6 +81,11 @@ class Cycle:
     def full_labels(self) -> bool:
         return self.arm.method == "fullbit"
 
+    @property
+    def strategy(self) -> str:
+        """The selection strategy scored: `fullbit` ranks by entropy where the arm says `obcp`."""
+        return "entropy" if self.full_labels and self.arm.strategy == "obcp" else self.arm.strategy
+
     def budgets(self) -> list[int]:
         """Questions per cycle (one-bit), or full labels per cycle for `fullbit` — equal bits."""
         total = self.ctx.one_bit_budget
@@ -148,7 +153,7 @@ def score_step(c: Cycle) -> pd.DataFrame:
     ids = unl["sample_id"].to_numpy(dtype=np.int64)
     state = fresh_state(ctx)
     load_checkpoint(c.prev_dir / "checkpoint.pt", state, expect=c.expect_meta())
-    strategy = "entropy" if c.full_labels and c.arm.strategy == "obcp" else c.arm.strategy
+    strategy = c.strategy
     history = PredictionHistory.load(c.prev_dir / "history.npz") if strategy == "obcp" else None
     parts = []
     for batch_ids, probs in predict_batches(state.model, ctx.layout.beton("train"), ids, device=ctx.device,
@@ -335,6 +340,16 @@ def discard_from(ctx: RunContext, arm_name: str, k: int) -> None:
         ledger.truncate_after(path, k - 1)
 
 
+def check_inputs(c: Cycle) -> None:
+    """Read the cycle's inputs (previous pool, checkpoint and, for Eq. 7, history) before
+    anything is written or discarded (rank 0): a missing, corrupt or foreign input stops
+    the run with its own error and leaves every finished cycle as it was."""
+    pools.read_pool(c.prev_pool)
+    load_checkpoint(c.prev_dir / "checkpoint.pt", fresh_state(c.ctx), expect=c.expect_meta())
+    if c.strategy == "obcp":
+        PredictionHistory.load(c.prev_dir / "history.npz")
+
+
 def run_cycle(c: Cycle, *, log: Callable[[str], None] = print) -> dict:
     """Bring cycle k to done (skip, resume or redo) and return its manifest."""
     key = cycle_key(c)
@@ -351,6 +366,7 @@ def run_cycle(c: Cycle, *, log: Callable[[str], None] = print) -> dict:
         (c.dir / "manifest.json").unlink(missing_ok=True)
         io.write_json(c.dir / "inputs.json", key)
 
+    _on_main(lambda: check_inputs(c))
     _on_main(begin)
     dist.barrier()
     log(f"[{c.arm_name} seed {c.ctx.seed}] cycle {c.k}: asking {c.budget} "

@@ -50,10 +50,14 @@ def open_run(params_path: str | Path = "params.yaml", seed: int = 0, *, root: Pa
 
     Under `torchrun` (WORLD_SIZE > 1) this also joins the process group.
     """
+    from pipeline.datasets.beton import check_beton  # FFCV: only training stages open a run
+
     params = load_params(params_path)
     layout = Layout(params.dataset.name, Path(root))
     index = read_index(layout.data_dir)
     classes = read_classes(layout.data_dir)
+    for split in ("train", "test"):  # cheap header check now, not after hours of training
+        check_beton(layout.beton(split))
     train = index[index["split"] == "train"].sort_values("sample_id")
     test = index[index["split"] == "test"].sort_values("sample_id")
     params = load_params(params_path, pool_size=len(train))  # budget-vs-pool checks

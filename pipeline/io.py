@@ -59,8 +59,10 @@ def write_csv(target: str | os.PathLike, frame: pd.DataFrame) -> None:
 def save_torch(target: str | os.PathLike, obj: Any) -> None:
     import torch
 
-    with atomic_path(target) as tmp:
-        torch.save(obj, tmp)
+    # through a file handle: given a path, torch names the archive inside the zip after the
+    # (random) temp file, so identical objects would give different bytes on every save
+    with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def read_parquet(path: str | os.PathLike, *, what: str, fix: str, error: type[Exception]) -> pd.DataFrame:

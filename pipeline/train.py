@@ -174,6 +174,7 @@ def build_state(
 ) -> TrainState:
     """Fresh model, key encoder, queue, empty label bank and SGD optimizer, seeded."""
     torch.manual_seed(seed)
+    np.random.seed(seed)  # its state is saved in checkpoints: it must not depend on the process
     encoder = build_encoder(arch, num_classes, width=width, proj_dim=proj_dim)
     model = ObCP(encoder, queue_size=contrastive.queue_size, momentum=contrastive.momentum).to(device)
     bank = LabelBank(num_samples, proj_dim).to(device)
@@ -204,7 +205,16 @@ def load_checkpoint(path: Path, state: TrainState, *, expect: dict[str, Any]) ->
             f"checkpoint {path} belongs to another run ({detail}). Point the stage at the right "
             "checkpoint, or rerun the stages upstream (`dvc repro`)."
         )
-    state.load_state_dict(ckpt)
+    try:
+        state.load_state_dict(ckpt)
+    except (RuntimeError, KeyError, ValueError) as exc:  # shape or key mismatch with the model built from params
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__).rstrip(".")
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model built from params.yaml ({first}). It was written with "
+            "other model settings (model.arch, model.width, model.proj_dim or contrastive.queue_size). Restore "
+            "the params it was trained with, or rerun the stages upstream (`dvc repro`)."
+        ) from None
     state.meta = {**ckpt["meta"], **state.meta}
 
 

@@ -1,0 +1,160 @@
+"""Past one machine, on loopback: multi-node torchrun, a DVC remote, a DVC experiment queue.
+
+- Two `torchrun --nnodes 2 --nproc_per_node 1 --rdzv_backend c10d` launchers (two "nodes"
+  that only share 127.0.0.1 and a rendezvous id) train stage 1 to the same weights.
+- A local folder stands in for an S3 DVC remote: `dvc push`, `git clone`, `dvc pull`, and the
+  clone is clean (`dvc status`) with byte-identical artifacts.
+- `dvc exp run --queue` twice, `dvc queue start -j 2`: both experiments finish (celery
+  workers from dvc-task) and `dvc exp show --json` lists them with their metrics.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, env, free_port, make_project, project_from, run
+
+CLUSTER = {
+    # three cycles in the committed baseline, so that both queued variants differ from it
+    "query_times": 3,
+    "train": {"stage2_epochs": 3},
+    "ddp": {"backend": "gloo"},
+}
+
+
+# --------------------------------------------------------------------------- torchrun --nnodes 2
+
+
+@pytest.mark.slow
+def test_two_node_torchrun_on_loopback_trains_identical_weights(stage1_data, tmp_path):
+    project = project_from(stage1_data, tmp_path / "p", {"ddp": {"backend": "gloo"}})
+    out = tmp_path / "out"
+    out.mkdir()
+    port, job = free_port(), f"obcp-{uuid.uuid4().hex[:8]}"
+    e = {**env(), "GLOO_SOCKET_IFNAME": "lo"}
+    nodes = []
+    for node_rank in (0, 1):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+               "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}", "--rdzv_id", job,
+               "--rdzv_conf", "join_timeout=120", "--node_rank", str(node_rank), "--local_addr", "127.0.0.1",
+               str(ROOT / "tests/ddp/cluster_stage1.py"), str(project), str(out)]
+        log = open(tmp_path / f"node{node_rank}.log", "w")
+        nodes.append((subprocess.Popen(cmd, cwd=project, env=e, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL), log))
+    try:
+        codes = [proc.wait(timeout=300) for proc, _ in nodes]
+    finally:
+        for proc, log in nodes:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.close()
+    logs = "\n".join((tmp_path / f"node{r}.log").read_text() for r in (0, 1))
+    assert codes == [0, 0], logs
+
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert sorted(r["node"] for r in ranks) == [0, 1]  # one rank per node
+    assert {r["master"].split(":")[0] for r in ranks} == {"127.0.0.1"}
+    assert len({r["master"] for r in ranks}) == 1
+    w0, w1 = ranks[0]["weights"], ranks[1]["weights"]
+    assert w0.keys() == w1.keys()
+    assert all(torch.equal(w0[k], w1[k]) for k in w0), "the two nodes ended with different weights"
+    # rank 0 alone wrote the stage-1 artifacts, and they hold the same weights
+    ckpt = torch.load(out / "stage1/checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 2
+    assert all(torch.equal(ckpt["model"][k], w0[k]) for k in w0)
+    assert (out / "stage1/history.npz").exists() and (out / "stage1/test.json").exists()
+
+
+# --------------------------------------------------------------------------- DVC remote and queue
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> Path:
+    """A committed tiny project after a full `dvc repro` (gloo, three cycles)."""
+    project = make_project(tmp_path_factory.mktemp("cluster") / "p", CLUSTER)
+    run(["dvc", "repro"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "results"], project)
+    return project
+
+
+ARTIFACTS = (
+    "data/digits/train.beton",
+    "data/digits/index.parquet",
+    "data/runs/seed0/cycle_000/pool.parquet",
+    "data/runs/seed0/stage1/checkpoint.pt",
+    "data/runs/seed0/obcp/cycle_003/pool.parquet",
+    "data/runs/seed0/obcp/cycle_003/checkpoint.pt",
+    "reports/ledger/obcp-seed0.parquet",
+    "reports/metrics/obcp-seed0.json",
+)
+
+
+@pytest.mark.slow
+def test_dvc_remote_push_clone_pull_is_clean_and_identical(reproduced, tmp_path):
+    store = tmp_path / "store"  # stands in for s3://bucket/obcp
+    run(["dvc", "remote", "add", "-d", "store", str(store)], reproduced)
+    run(["git", "commit", "-qam", "remote"], reproduced)
+    run(["dvc", "push"], reproduced)
+    assert any(p.is_file() for p in store.rglob("*"))
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(reproduced), str(clone)], tmp_path)
+    assert not (clone / "data").exists()  # artifacts are not in git
+    run(["dvc", "pull"], clone)
+    status = run(["dvc", "status"], clone)
+    assert "Data and pipelines are up to date." in status.stdout, status.stdout
+    for rel in ARTIFACTS:
+        assert (clone / rel).read_bytes() == (reproduced / rel).read_bytes(), rel
+    # nothing to rerun in the clone either
+    again = run(["dvc", "repro"], clone)
+    assert "Running stage" not in again.stdout, again.stdout
+
+
+def _queue_status(project: Path) -> str:
+    return run(["dvc", "queue", "status"], project).stdout
+
+
+@pytest.mark.slow
+def test_dvc_queue_runs_two_experiments_in_parallel(reproduced):
+    for value in (1, 2):
+        out = run(["dvc", "exp", "run", "--queue", "-S", f"query_times={value}"], reproduced)
+        assert "Queued experiment" in out.stdout, out.stdout
+    try:
+        run(["dvc", "queue", "start", "-j", "2"], reproduced)
+        deadline = time.time() + 300
+        status = _queue_status(reproduced)
+        while time.time() < deadline and any(w in status for w in ("Queued", "Running")):
+            time.sleep(3)
+            status = _queue_status(reproduced)
+    finally:
+        run(["dvc", "queue", "stop"], reproduced, check=False)
+    tasks = [line for line in status.splitlines() if line[:1].isalnum() and "Status" not in line
+             and not line.startswith("Worker")]
+    assert len(tasks) == 2 and all("Success" in t for t in tasks), status
+
+    doc = json.loads(run(["dvc", "exp", "show", "--json"], reproduced).stdout)
+    exps = {}
+    for commit in doc:
+        for exp in commit.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev["data"]
+                exps[data["params"]["params.yaml"]["data"]["query_times"]] = data["metrics"]
+    assert sorted(exps) == [1, 2], exps.keys()
+    for metrics in exps.values():  # exp show keeps the scalar metrics (not the per-cycle list)
+        final = metrics["reports/metrics/obcp-seed0.json"]["data"]["final"]
+        assert 0 <= final["top1"] <= 1
+        assert final["bits"] == round(50 * math.log2(10) + 60, 3)  # |I^S| labels + every one-bit question
+    # the committed baseline (three cycles) is untouched by the experiments
+    workspace = json.loads((reproduced / "reports/metrics/obcp-seed0.json").read_text())
+    assert len(workspace["points"]) == 4
