@@ -72,12 +72,13 @@ def stage1_plan(loss: LossParams) -> LossPlan:
 def stage2_plan(arm: ArmParams, loss: LossParams) -> LossPlan:
     if arm.method == "onebit":
         return LossPlan(lambda_ctr=0.0, contrastive_unlabeled=False, denied_consistency=True)
+    negatives = arm.method == "obcp"  # `fullbit` has full labels only, never a denied class
     return LossPlan(
         lambda_ctr=loss.lambda_ctr,
         lambda_neg=loss.lambda_neg,
         contrastive_labeled=True,
-        contrastive_negative=arm.neg_ctr,
-        negative_loss=arm.neg_loss,
+        contrastive_negative=negatives and arm.neg_ctr,
+        negative_loss=negatives and arm.neg_loss,
     )
 
 

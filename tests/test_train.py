@@ -44,6 +44,8 @@ def test_loss_plans_follow_the_arm_switches():
     assert onebit.denied_consistency and not onebit.negative_loss and not onebit.needs_bank
     assert onebit.lambda_neg == 0 and not onebit.contrastive_unlabeled
     assert isinstance(full, LossPlan)
+    fullbit = stage2_plan(ArmParams(method="fullbit", strategy="entropy"), loss)
+    assert fullbit.contrastive_labeled and not fullbit.contrastive_negative and not fullbit.negative_loss
 
 
 def test_stop_and_resume_is_bitwise_identical(digits_data, tmp_path):
