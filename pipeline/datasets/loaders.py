@@ -228,7 +228,7 @@ class ViewLoader:
     def __iter__(self) -> Iterator[Batch]:
         epoch = self._epoch
         self._epoch += 1
-        return _prefetched(self._iterate(epoch, self.plan(epoch)))
+        return self._iterate(epoch, self.plan(epoch))
 
     def _iterate(self, epoch: int, batches: list[np.ndarray]) -> Iterator[Batch]:
         if not batches:
@@ -261,55 +261,6 @@ class ViewLoader:
         if self.device is not None:
             id_t = id_t.to(self.device, non_blocking=True)
         return Batch(views=views, labels=label_t, ids=id_t)
-
-
-_END = object()
-
-
-def _prefetched(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
-    """Produce `batches` (decode + augment) in a thread, up to `depth` ahead.
-
-    Torch releases the GIL, so the next batch's augmentation overlaps the consumer's
-    training step. Order and content are unchanged (augmentation randomness is keyed by
-    sample id, not by thread or time). An error in the producer is raised here; leaving
-    the loop early stops and joins the producer, which closes `batches`.
-    """
-    out: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                if not put(batch):
-                    break
-            put(_END)
-        except BaseException as exc:  # handed to the consumer
-            put(exc)
-        finally:
-            batches.close()
-
-    worker = threading.Thread(target=produce, name="obcp-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = out.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        worker.join()
 
 
 # FFCV loaders by (file version, decoder, batch size, threads, prefetch depth); see _compiled_reader.
