@@ -359,7 +359,7 @@ def train_epochs(
             terms: dict[str, torch.Tensor] = {"sup": losses.sup_loss(logits[:nl][sup_mask], yl[sup_mask])}
             den_u = denied[idu]
             has_neg = den_u.any(dim=1)
-            queue = model.queue.clone().detach()
+            queue = model.queue.detach()  # enqueue runs after backward and step: no copy needed
             if plan.contrastive_unlabeled:
                 plain = ~has_neg if plan.contrastive_negative else torch.ones_like(has_neg)
                 terms["c_u"] = losses.contrastive_unlabeled(qu[plain], ku[plain], queue, cp.temperature)
