@@ -184,6 +184,24 @@ def test_strong_view_flips_only_when_allowed() -> None:
         assert flipped.any() == hflip and (not hflip or not flipped.all())
 
 
+@pytest.mark.parametrize("hw,blur", [((8, 8), False), ((32, 32), False), ((64, 64), True)])
+def test_numba_and_torch_backends_make_the_same_views(hw, blur) -> None:
+    """The CPU kernels (numba) and the torch ops compute one augmentation: same crops,
+    flips, jitter, grayscale and blur per sample, equal up to float rounding."""
+    config = AugmentConfig(mean=MEAN, std=STD, hflip=True, blur_p=1.0 if blur else 0.0)
+    images = torch.randint(0, 256, (48, 3, *hw), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    ids = np.arange(48) * 5 + 2
+    views = ["strong", "weak", "clean", "strong"]
+    made = {backend: ViewMaker(views, input_hw=hw, output_hw=hw, resize=False, config=config, seed=4,
+                               backend=backend)(images, ids, epoch=3) for backend in ("numba", "torch")}
+    for kind, a, b in zip(views, made["numba"], made["torch"]):
+        assert a.shape == b.shape == (48, 3, *hw) and a.dtype == b.dtype == torch.float32
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=0, msg=f"{kind} view at {hw}")
+    assert not torch.equal(made["numba"][0], made["numba"][3])  # two strong slots differ
+    with pytest.raises(LoaderConfigError, match="backend"):
+        ViewMaker(views, input_hw=hw, output_hw=hw, resize=False, config=config, seed=4, backend="cuda")
+
+
 # --------------------------------------------------------------------------- loaders
 
 
@@ -211,6 +229,20 @@ def test_kept_batches_survive_buffer_reuse(data) -> None:
     expected = torch.from_numpy(source.images("train").copy()).permute(0, 3, 1, 2)
     for batch in kept:
         assert torch.equal(batch.views[0], expected[batch.ids])
+
+
+def test_cycle_runs_epochs_back_to_back(data) -> None:
+    """cycle(start, n): the first n batches of epochs start, start+1, … exactly as
+    iterating those epochs one by one would give them (a small labeled set)."""
+    _, beton = data
+    subset = np.array([1, 4, 9, 16, 25, 36, 49])
+    loader = loader_for(beton, indices=subset, batch_size=3, drop_last=False)
+    assert len(loader) == 3
+    loader.set_epoch(10)
+    expected = [b for _ in range(4) for b in epoch_batches(loader)][:10]
+    cycled = list(loader.cycle(10, 10))
+    assert_same_batches(cycled, expected)
+    assert_same_batches(list(loader.cycle(11, 2)), expected[3:5])
 
 
 def test_same_seed_same_batches_and_set_epoch_replays(data) -> None:
@@ -301,8 +333,9 @@ def test_abandoned_epoch_with_full_queue_stops_its_thread(data) -> None:
     loader = loader_for(beton, views=["raw"], batch_size=20)  # 4 batches: 1 taken, 3 fill FFCV's queue
     epoch = iter(loader)
     next(epoch)
-    time.sleep(0.3)  # FFCV's thread is now blocked on its final put(None)
-    threads = [t for t in threading.enumerate() if isinstance(t, _PlannedEpochIterator)]
+    time.sleep(0.3)  # the prefetch thread and FFCV's thread are now blocked on full queues
+    threads = [t for t in threading.enumerate()
+               if isinstance(t, _PlannedEpochIterator) or t.name == "obcp-prefetch"]
     del epoch
     assert threads and not any(t.is_alive() for t in threads)
 

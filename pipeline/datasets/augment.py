@@ -18,6 +18,10 @@ View kinds (input ``[B, 3, H, W]`` uint8, output ``[B, 3, h, w]``):
   (0.4, 0.4, 0.4, 0.1) with p = 0.8 in the fixed order brightness, contrast,
   saturation, hue, grayscale with p = 0.2, Gaussian blur with p = 0.5 for images of
   at least 64 px with sigma in [0.1, 2.0] x side/224, flip if allowed), normalised.
+
+Two backends compute the same views: torch ops on a whole batch (GPU tensors), and
+compiled numba kernels (:mod:`pipeline.datasets.cpu_views`, CPU tensors), which release
+the GIL so that the loader thread prepares the next batch while the model trains.
 """
 from __future__ import annotations
 
@@ -29,10 +33,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.datasets import cpu_views
 from pipeline.datasets.errors import LoaderConfigError
 from pipeline.datasets.seeding import sample_uniforms
 
 VIEW_KINDS: tuple[str, ...] = ("raw", "clean", "weak", "strong")
+BACKENDS: tuple[str, ...] = ("auto", "numba", "torch")  # auto: numba for CPU tensors, torch on GPUs
 _GRAY = (0.2989, 0.587, 0.114)
 _RRC_TRIES = 10
 # Layout of the per-sample uniforms of a strong view.
@@ -95,7 +101,10 @@ class ViewMaker:
     """
 
     def __init__(self, views: Sequence[str], *, input_hw: tuple[int, int], output_hw: tuple[int, int],
-                 resize: bool, config: AugmentConfig, seed: int):
+                 resize: bool, config: AugmentConfig, seed: int, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise LoaderConfigError(f"Unknown view backend {backend!r}; use one of {list(BACKENDS)}.")
+        self.backend = backend
         self.views = check_views(views)
         self.input_hw = input_hw
         self.output_hw = output_hw
@@ -108,6 +117,8 @@ class ViewMaker:
         self.blur_sigma = (config.blur_sigma[0] * side / 224, config.blur_sigma[1] * side / 224)
         same = tuple(input_hw) == tuple(output_hw)
         self.pad = int(round(config.translate * side)) if (same or resize) else 0
+        self._mean = np.asarray(config.mean, dtype=np.float32)
+        self._std = np.asarray(config.std, dtype=np.float32)
         if not resize and (output_hw[0] > input_hw[0] or output_hw[1] > input_hw[1]):
             raise LoaderConfigError(f"Output size {output_hw} is larger than the decoded size {input_hw}.")
 
@@ -123,7 +134,7 @@ class ViewMaker:
             if x_native is None:
                 x_native = images.float().div_(255.0)
             if kind == "strong":
-                out.append(self._normalise(self._strong(x_native, ids, epoch, slot)))
+                out.append(self._strong(x_native, ids, epoch, slot))
                 continue
             if base is None:
                 base = x_native
@@ -133,8 +144,12 @@ class ViewMaker:
             if kind == "clean":
                 out.append(self._normalise(_center_crop(base, self.output_hw)))
             else:
-                out.append(self._normalise(self._weak(base, ids, epoch, slot)))
+                out.append(self._weak(base, ids, epoch, slot))
         return out
+
+    def _compiled(self, x: torch.Tensor) -> bool:
+        """Use the numba kernels (CPU tensors), else torch ops (any device)."""
+        return self.backend == "numba" or (self.backend == "auto" and x.device.type == "cpu")
 
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.config.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
@@ -145,40 +160,50 @@ class ViewMaker:
         return sample_uniforms(self.seed, epoch, slot, ids, count)
 
     def _weak(self, x: torch.Tensor, ids: np.ndarray, epoch: int, slot: int) -> torch.Tensor:
-        """Exact integer translation (reflect padding) + optional flip: ``[B, 3, h, w]``."""
+        """Exact integer translation (reflect padding) + optional flip, normalised: ``[B, 3, h, w]``."""
         u = self._uniforms(ids, epoch, slot, 3)
-        pad = self.pad
-        if pad:
-            pad = min(pad, x.shape[-2] - 1, x.shape[-1] - 1)
-            x = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad > 0 else x
+        pad = max(0, min(self.pad, x.shape[-2] - 1, x.shape[-1] - 1))
         oh, ow = self.output_hw
-        top = np.floor(u[:, 0] * (x.shape[-2] - oh + 1)).astype(np.int64)
-        left = np.floor(u[:, 1] * (x.shape[-1] - ow + 1)).astype(np.int64)
+        top = np.floor(u[:, 0] * (x.shape[-2] + 2 * pad - oh + 1)).astype(np.int64)
+        left = np.floor(u[:, 1] * (x.shape[-1] + 2 * pad - ow + 1)).astype(np.int64)
         flip = (u[:, 2] < 0.5) & self.config.hflip
-        return _gather_crops(x, top, left, (oh, ow), flip)
+        if self._compiled(x):
+            out = torch.empty((x.shape[0], 3, oh, ow), dtype=torch.float32)
+            cpu_views.weak_views(x.contiguous().numpy(), top, left, pad, flip, self._mean, self._std, out.numpy())
+            return out
+        x = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad > 0 else x
+        return self._normalise(_gather_crops(x, top, left, (oh, ow), flip))
 
     def _strong(self, x: torch.Tensor, ids: np.ndarray, epoch: int, slot: int) -> torch.Tensor:
-        """MoCo v2 view from the decoded image ``x [B, 3, H, W]`` in [0, 1]."""
+        """MoCo v2 view from the decoded image ``x [B, 3, H, W]`` in [0, 1], normalised."""
         cfg = self.config
         u = self._uniforms(ids, epoch, slot, _STRONG_UNIFORMS)
         height, width = x.shape[-2:]
         top, left, crop_h, crop_w = random_resized_crop_boxes(
             u[:, _U_CROP], height, width, scale=cfg.crop_scale, ratio=cfg.crop_ratio)
         flip = (u[:, _U_FLIP] < 0.5) & cfg.hflip
+        jitter_on = u[:, _U_JITTER_P] < cfg.jitter_p
+        factors = _jitter_factors(u[:, _U_JITTER], cfg.jitter)
+        gray_on = u[:, _U_GRAY] < cfg.gray_p
+        lo, hi = self.blur_sigma
+        sigma = np.where(u[:, _U_BLUR_P] < self.blur_p, lo + (hi - lo) * u[:, _U_BLUR], 0.0).astype(np.float32)
+        if self._compiled(x):
+            out = torch.empty((x.shape[0], 3, *self.output_hw), dtype=torch.float32)
+            cpu_views.strong_views(x.contiguous().numpy(), np.stack([top, left, crop_h, crop_w], axis=1), flip,
+                                   factors, jitter_on, gray_on, sigma, _blur_radius(hi, *self.output_hw),
+                                   self._mean, self._std, out.numpy())
+            return out
         y = crop_resize(x, top, left, crop_h, crop_w, self.output_hw, flip)
-        jitter_on = np.flatnonzero(u[:, _U_JITTER_P] < cfg.jitter_p)
-        if len(jitter_on):
-            factors = _jitter_factors(u[jitter_on, _U_JITTER], cfg.jitter)
-            y[jitter_on] = color_jitter(y[jitter_on], torch.as_tensor(factors, dtype=y.dtype, device=y.device))
-        gray_on = np.flatnonzero(u[:, _U_GRAY] < cfg.gray_p)
-        if len(gray_on):
-            y[gray_on] = grayscale(y[gray_on]).expand(-1, 3, -1, -1)
-        blur_on = np.flatnonzero(u[:, _U_BLUR_P] < self.blur_p)
-        if len(blur_on):
-            lo, hi = self.blur_sigma
-            sigma = lo + (hi - lo) * u[blur_on, _U_BLUR]
-            y[blur_on] = gaussian_blur(y[blur_on], sigma, max_sigma=hi)
-        return y
+        on = np.flatnonzero(jitter_on)
+        if len(on):
+            y[on] = color_jitter(y[on], torch.as_tensor(factors[on], dtype=y.dtype, device=y.device))
+        on = np.flatnonzero(gray_on)
+        if len(on):
+            y[on] = grayscale(y[on]).expand(-1, 3, -1, -1)
+        on = np.flatnonzero(sigma > 0)
+        if len(on):
+            y[on] = gaussian_blur(y[on], sigma[on], max_sigma=hi)
+        return self._normalise(y)
 
 
 def random_resized_crop_boxes(u: np.ndarray, height: int, width: int, *, scale: tuple[float, float],
@@ -298,10 +323,14 @@ def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
     return table.gather(2, index).squeeze(2)
 
 
+def _blur_radius(max_sigma: float, height: int, width: int) -> int:
+    return max(1, min(int(math.ceil(3 * max_sigma)), height - 1, width - 1))
+
+
 def gaussian_blur(x: torch.Tensor, sigma: np.ndarray, *, max_sigma: float) -> torch.Tensor:
     """Separable Gaussian blur with one ``sigma`` (pixels) per sample: ``[B, 3, H, W]``."""
     batch, channels, height, width = x.shape
-    radius = max(1, min(int(math.ceil(3 * max_sigma)), height - 1, width - 1))
+    radius = _blur_radius(max_sigma, height, width)
     offsets = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
     sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).view(-1, 1)
     kernel = torch.exp(-0.5 * (offsets.view(1, -1) / sig) ** 2)
