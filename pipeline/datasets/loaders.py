@@ -228,21 +228,39 @@ class ViewLoader:
     def __iter__(self) -> Iterator[Batch]:
         epoch = self._epoch
         self._epoch += 1
-        return self._iterate(epoch, self.plan(epoch))
+        return self._stream([(epoch, ids) for ids in self.plan(epoch)])
 
-    def _iterate(self, epoch: int, batches: list[np.ndarray]) -> Iterator[Batch]:
-        if not batches:
+    def cycle(self, start_epoch: int, num_batches: int) -> Iterator[Batch]:
+        """``num_batches`` batches of epochs ``start_epoch``, ``start_epoch + 1``, … back to
+        back, through one decoding thread: for a small set (the labeled one) that is
+        visited many times per epoch of a large one."""
+        planned: list[tuple[int, np.ndarray]] = []
+        epoch = start_epoch
+        while len(planned) < num_batches:
+            batches = self.plan(epoch)
+            if not batches:
+                raise LoaderConfigError(f"{self.beton}: cannot cycle over an empty subset of samples.")
+            planned += [(epoch, ids) for ids in batches]
+            epoch += 1
+        return self._stream(planned[:num_batches])
+
+    def _stream(self, planned: list[tuple[int, np.ndarray]]) -> Iterator[Batch]:
+        """Decode + make views of the planned (epoch, ids) batches, one batch ahead in a thread."""
+        return _prefetched(self._iterate(planned))
+
+    def _iterate(self, planned: list[tuple[int, np.ndarray]]) -> Iterator[Batch]:
+        if not planned:
             return
         with keep_torch_threads():
-            iterator = _PlannedEpochIterator(self._ffcv, batches)
+            iterator = _PlannedEpochIterator(self._ffcv, [ids for _, ids in planned])
         try:
-            for planned in batches:
+            for epoch, ids_planned in planned:
                 images, labels, ids = next(iterator)
                 ids_np = np.asarray(ids).reshape(-1).astype(np.int64)
-                if not np.array_equal(ids_np, planned):
+                if not np.array_equal(ids_np, ids_planned):
                     raise LoaderRuntimeError(
                         f"{self.beton}: decoded sample ids {ids_np[:5]}... differ from the planned "
-                        f"{planned[:5]}...; the file's sample_id field is inconsistent. Reconvert it."
+                        f"{ids_planned[:5]}...; the file's sample_id field is inconsistent. Reconvert it."
                     )
                 yield self._to_batch(images, labels, ids_np, epoch)
         finally:
@@ -261,6 +279,55 @@ class ViewLoader:
         if self.device is not None:
             id_t = id_t.to(self.device, non_blocking=True)
         return Batch(views=views, labels=label_t, ids=id_t)
+
+
+_END = object()
+
+
+def _prefetched(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
+    """Produce `batches` (decode + augment) in a thread, up to `depth` ahead.
+
+    Torch releases the GIL, so the next batch's augmentation overlaps the consumer's
+    training step. Order and content are unchanged (augmentation randomness is keyed by
+    sample id, not by thread or time). An error in the producer is raised here; leaving
+    the loop early stops and joins the producer, which closes `batches`.
+    """
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                if not put(batch):
+                    break
+            put(_END)
+        except BaseException as exc:  # handed to the consumer
+            put(exc)
+        finally:
+            batches.close()
+
+    worker = threading.Thread(target=produce, name="obcp-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = out.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 # FFCV loaders by (file version, decoder, batch size, threads, prefetch depth); see _compiled_reader.
