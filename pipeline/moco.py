@@ -113,8 +113,9 @@ class ObCP(nn.Module):
     def momentum_update(self) -> None:
         """EMA of the parameters: ``θ_k ← m·θ_k + (1 − m)·θ_q`` (buffers such as BN statistics
         of the key encoder are kept by its own forward passes, as in MoCo)."""
-        for p_q, p_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
-            p_k.mul_(self.m).add_(p_q.detach(), alpha=1.0 - self.m)
+        q_params, k_params = list(self.encoder_q.parameters()), list(self.encoder_k.parameters())
+        torch._foreach_mul_(k_params, self.m)  # one fused call per step, not one per tensor
+        torch._foreach_add_(k_params, q_params, alpha=1.0 - self.m)
 
     @torch.no_grad()
     def keys(self, x: Tensor) -> tuple[Tensor, Tensor]:

@@ -12,6 +12,7 @@ batch (every loss term is defined on empty input), so collectives never mismatch
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -180,7 +181,8 @@ def build_state(
     model = ObCP(encoder, queue_size=contrastive.queue_size, momentum=contrastive.momentum).to(device)
     bank = LabelBank(num_samples, proj_dim).to(device)
     optimizer = torch.optim.SGD(
-        model.encoder_q.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay
+        model.encoder_q.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
+        foreach=True,  # one fused update for all tensors (the default on GPUs only); same numbers
     )
     return TrainState(model=model, bank=bank, optimizer=optimizer, epoch=0, meta=meta)
 
@@ -236,18 +238,14 @@ class LoopConfig:
     distributed: bool = False
 
 
+def echo(line: str) -> None:
+    """Print one log line now (stage output goes to a pipe under DVC)."""
+    print(line, flush=True)
+
+
 def learning_rate(base: float, epoch: float, total_epochs: int) -> float:
     """Cosine decay from `base` to 0 over `total_epochs` (epoch may be fractional)."""
     return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, total_epochs) / total_epochs))
-
-
-def _cycling(loader: Any, start: int) -> Any:
-    """Endless batches from `loader`, sub-epoch numbers start, start+1, … (deterministic)."""
-    sub = start
-    while True:
-        loader.set_epoch(sub)
-        yield from loader
-        sub += 1
 
 
 def train_epochs(
@@ -259,9 +257,13 @@ def train_epochs(
     until_epoch: int,
     history: PredictionHistory | None = None,
     on_epoch_end: Callable[[TrainState, dict[str, float]], None] | None = None,
+    log: Callable[[str], None] | None = echo,
     progress: bool = True,
 ) -> list[dict[str, float]]:
     """Train from `state.epoch` up to (excluding) `until_epoch`; returns one log row per epoch.
+
+    `log` gets one line per epoch (losses, images/s); `progress` shows a per-step bar on a
+    terminal (rank 0).
 
     `history` (rank 0 only matters; every rank passes whether to record) receives the
     softmax of every unlabeled sample's view-1 forward pass, gathered across ranks.
@@ -298,11 +300,14 @@ def train_epochs(
         qnet = DistributedDataParallel(model.encoder_q)
     labels = pool.labels.to(device)
     in_sup, in_bank, denied = pool.in_sup.to(device), pool.in_bank.to(device), pool.denied.to(device)
-    num_classes = denied.shape[1]
     if plan.needs_bank:
         _fill_bank(state, pool, cfg)
     use_amp = tp.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    def amp() -> contextlib.AbstractContextManager:
+        return torch.autocast(device.type) if use_amp else contextlib.nullcontext()
+
     rows: list[dict[str, float]] = []
 
     while state.epoch < until_epoch:
@@ -311,7 +316,7 @@ def train_epochs(
         steps = len(unl_loader)
         if cfg.distributed:
             steps = int(dist.all_reduce_max(torch.tensor(steps)).item())
-        labeled_batches = _cycling(lab_loader, start=epoch * 10_000)
+        labeled_batches = lab_loader.cycle(epoch * 10_000, steps)  # each epoch: fresh sub-epochs
         unl_iter = iter(unl_loader)
         record = history is not None and history.in_window(epoch)
         sums: dict[str, float] = {}
@@ -333,27 +338,22 @@ def train_epochs(
                 xu1, xu2 = xl1[:0], xl2[:0]
                 idu = idl[:0]
             nl = xl1.shape[0]
-            gen = torch.Generator(device=device).manual_seed(
-                cfg.seed * 1_000_003 + epoch * 10_007 + step * 101 + dist.rank()
-            )
+            gen = None
+            if plan.needs_bank:  # bank sampling only
+                gen = torch.Generator(device=device).manual_seed(
+                    cfg.seed * 1_000_003 + epoch * 10_007 + step * 101 + dist.rank()
+                )
 
-            with torch.autocast(device.type, enabled=use_amp):
+            with amp():
                 logits, q = qnet(torch.cat([xl1, xu1]))
-            logits, q = logits.float(), q.float()
             with torch.no_grad():
                 model.momentum_update()
-                if plan.needs_bank:
-                    key_in = torch.cat([xl2, xu2])
-                else:
-                    key_in = xu2
-                with torch.autocast(device.type, enabled=use_amp):
-                    logits_k, k = model.keys(key_in)
-                logits_k, k = logits_k.float(), k.float()
-                if not plan.needs_bank:  # keys only for the unlabeled part
-                    logits_k = torch.cat([logits_k.new_zeros(nl, num_classes), logits_k])
-                    k = torch.cat([k.new_zeros(nl, k.shape[1]), k])
-
-            ql, qu, kl, ku = q[:nl], q[nl:], k[:nl], k[nl:]
+                with amp():  # labeled keys only for the bank terms
+                    logits_k, k = model.keys(torch.cat([xl2, xu2]) if plan.needs_bank else xu2)
+            if use_amp:
+                logits, q, logits_k, k = logits.float(), q.float(), logits_k.float(), k.float()
+            ql, qu = q[:nl], q[nl:]
+            kl, ku, logits_ku = (k[:nl], k[nl:], logits_k[nl:]) if plan.needs_bank else (None, k, logits_k)
             yl = labels[idl]
             sup_mask = in_sup[idl]
             terms: dict[str, torch.Tensor] = {"sup": losses.sup_loss(logits[:nl][sup_mask], yl[sup_mask])}
@@ -361,8 +361,10 @@ def train_epochs(
             has_neg = den_u.any(dim=1)
             queue = model.queue.detach()  # enqueue runs after backward and step: no copy needed
             if plan.contrastive_unlabeled:
-                plain = ~has_neg if plan.contrastive_negative else torch.ones_like(has_neg)
-                terms["c_u"] = losses.contrastive_unlabeled(qu[plain], ku[plain], queue, cp.temperature)
+                if plan.contrastive_negative:  # samples with a denied class are in L_c.n instead
+                    terms["c_u"] = losses.contrastive_unlabeled(qu[~has_neg], ku[~has_neg], queue, cp.temperature)
+                else:
+                    terms["c_u"] = losses.contrastive_unlabeled(qu, ku, queue, cp.temperature)
             if plan.contrastive_labeled:
                 bmask = in_bank[idl]
                 pos, valid = bank.sample_positives(idl[bmask], yl[bmask], gen)
@@ -377,7 +379,7 @@ def train_epochs(
             if plan.negative_loss:
                 terms["neg"] = losses.negative_loss(logits[nl:], den_u)
             if plan.denied_consistency:
-                terms["cons"] = losses.denied_consistency(logits[nl:], logits_k[nl:], den_u)
+                terms["cons"] = losses.denied_consistency(logits[nl:], logits_ku, den_u)
             total = terms["sup"]
             for name in ("c_u", "c_l", "c_n"):
                 if name in terms:
@@ -388,9 +390,13 @@ def train_epochs(
                 total = total + plan.lambda_cons * terms["cons"]
 
             state.optimizer.zero_grad(set_to_none=True)
-            scaler.scale(total).backward()
-            scaler.step(state.optimizer)
-            scaler.update()
+            if use_amp:
+                scaler.scale(total).backward()
+                scaler.step(state.optimizer)
+                scaler.update()
+            else:
+                total.backward()
+                state.optimizer.step()
 
             with torch.no_grad():
                 model.enqueue(ku)
@@ -406,6 +412,8 @@ def train_epochs(
             for name, value in terms.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
             seen += nl + xu1.shape[0]
+        labeled_batches.close()  # stop the decoding threads now, not at garbage collection
+        unl_iter.close()
 
         state.epoch += 1
         dist.sync_buffers(model)  # BN statistics follow each rank's batches; keep rank 0's
@@ -414,9 +422,9 @@ def train_epochs(
         row.update({f"loss_{k}": v / max(steps, 1) for k, v in sums.items()})
         row["images_per_s"] = seen * (dist.world_size()) / seconds if seconds > 0 else 0.0
         rows.append(row)
-        if progress and dist.is_main():
+        if log is not None and dist.is_main():
             parts = " ".join(f"{k[5:]}={v:.3f}" for k, v in row.items() if k.startswith("loss_"))
-            print(f"epoch {epoch + 1}/{until_epoch} {parts} {row['images_per_s']:.0f} img/s", flush=True)
+            log(f"epoch {epoch + 1}/{until_epoch} {parts} {row['images_per_s']:.0f} img/s")
         if on_epoch_end is not None:
             on_epoch_end(state, row)
     return rows
