@@ -1,8 +1,8 @@
 """Stage 2: `query_times` query cycles, each score → oracle → update → retrain.
 
-Each step reads and writes files in `data/runs/seed<S>/<arm>/cycle_KKK/`, so it can run
-alone (`obcp score --cycle K …`) or inside `run_active`, which does every cycle in one
-process (one `torchrun` per arm and seed). Steps that only need one process (score,
+Each step reads and writes files in `data/runs/seed<S>/arms/<arm>/cycle_KKK/`, so it can
+run alone (`obcp score --cycle K …`) or inside `run_active`, which does every cycle of
+one arm in one process (`pipeline.arms` runs every arm of a seed). Steps that only need one process (score,
 oracle, update) run on rank 0; every rank retrains.
 
 Resuming: a cycle writes `inputs.json` (hash of its inputs and of the params that
@@ -31,7 +31,7 @@ from pipeline.context import RunContext
 from pipeline.errors import ObcpError
 from pipeline.history import PredictionHistory, epoch_shares, query_epochs
 from pipeline.pretrain import evaluate_model, fresh_state, loop_config, stage1_meta
-from pipeline.train import load_checkpoint, pool_view, predict_batches, stage2_plan, train_epochs
+from pipeline.train import echo, load_checkpoint, pool_view, predict_batches, stage2_plan, train_epochs
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,8 @@ def update_step(c: Cycle) -> pd.DataFrame:
 
 
 def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
-                 seconds: dict[str, float] | None = None) -> dict:
+                 seconds: dict[str, float] | None = None, log: Callable[[str], None] | None = echo,
+                 progress: bool = True) -> dict:
     """Continue from the previous checkpoint for this cycle's share of stage-2 epochs
     with the full loss of the arm; write checkpoint, history, log, then the manifest
     (with `seconds`: the query steps' wall times, plus retrain and evaluate)."""
@@ -258,6 +259,8 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
         loop_config(ctx),
         until_epoch=c.retrain_until if until_epoch is None else until_epoch,
         history=history,
+        log=log if dist.is_main() else None,
+        progress=progress,
     )
     manifest: dict = {}
     if dist.is_main():
@@ -350,12 +353,12 @@ def check_inputs(c: Cycle) -> None:
         PredictionHistory.load(c.prev_dir / "history.npz")
 
 
-def run_cycle(c: Cycle, *, log: Callable[[str], None] = print) -> dict:
+def run_cycle(c: Cycle, *, log: Callable[[str], None] = echo, progress: bool = True) -> dict:
     """Bring cycle k to done (skip, resume or redo) and return its manifest."""
     key = cycle_key(c)
     manifest = _read_json(c.dir / "manifest.json")
     if manifest is not None and {k: manifest.get(k) for k in key} == key:
-        log(f"[{c.arm_name} seed {c.ctx.seed}] cycle {c.k}: up to date, skipped")
+        log(f"cycle {c.k}: up to date, skipped")
         return manifest
     started = _read_json(c.dir / "inputs.json")
 
@@ -369,7 +372,7 @@ def run_cycle(c: Cycle, *, log: Callable[[str], None] = print) -> dict:
     _on_main(lambda: check_inputs(c))
     _on_main(begin)
     dist.barrier()
-    log(f"[{c.arm_name} seed {c.ctx.seed}] cycle {c.k}: asking {c.budget} "
+    log(f"cycle {c.k}: asking {c.budget} "
         f"{'full labels' if c.full_labels else 'one-bit questions'}")
     seconds: dict[str, float] = {}
 
@@ -380,12 +383,14 @@ def run_cycle(c: Cycle, *, log: Callable[[str], None] = print) -> dict:
             seconds[name] = round(time.perf_counter() - t0, 4)
 
     _on_main(query)
-    return retrain_step(c, key, seconds=seconds)
+    return retrain_step(c, key, seconds=seconds, log=log, progress=progress)
 
 
-def run_active(ctx: RunContext, arm_name: str, *, log: Callable[[str], None] = print) -> list[dict]:
+def run_active(ctx: RunContext, arm_name: str, *, log: Callable[[str], None] = echo,
+               progress: bool = True) -> list[dict]:
     """Run every cycle of one arm and seed; drop cycles beyond `query_times`."""
     ctx.params.arm(arm_name)  # clear error for an unknown arm
-    manifests = [run_cycle(Cycle(ctx, arm_name, k), log=log) for k in range(1, ctx.params.query_times + 1)]
+    manifests = [run_cycle(Cycle(ctx, arm_name, k), log=log, progress=progress)
+                 for k in range(1, ctx.params.query_times + 1)]
     _on_main(lambda: discard_from(ctx, arm_name, ctx.params.query_times + 1))
     return manifests

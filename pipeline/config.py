@@ -71,6 +71,7 @@ class TrainParams:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     num_workers: int = 1
+    cpu_threads: int = 1  # torch intra-op threads per process on CPU; fixed, so results do not depend on the machine
     amp: bool = True  # mixed precision, used on GPU only
 
 
@@ -245,6 +246,7 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
         "train.batch_size": p.train.batch_size,
         "train.unlabeled_ratio": p.train.unlabeled_ratio,
         "train.num_workers": p.train.num_workers,
+        "train.cpu_threads": p.train.cpu_threads,
         "contrastive.queue_size": p.contrastive.queue_size,
         "selection.m": p.selection.m,
         "selection.t": p.selection.t,

@@ -69,6 +69,7 @@ def open_run(params_path: str | Path = "params.yaml", seed: int = 0, *, root: Pa
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
+        torch.set_num_threads(params.train.cpu_threads)  # float results depend on the thread count
     return RunContext(
         params=params,
         layout=layout,

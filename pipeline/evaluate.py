@@ -3,7 +3,7 @@
 Every checkpoint's test accuracy is measured by the process that writes it (stage 1:
 `stage1/test.json`; cycle k: `manifest.json`), while the model and the compiled data
 pipeline are in memory. This module only assembles those records into
-`reports/metrics/<arm>-seed<S>.json` (DVC metrics), so it imports no torch.
+`reports/metrics/seed<S>/<arm>.json` (DVC metrics), so it imports no torch.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Input is the document ``dvc exp show --json`` prints (DVC 3.x): a list of commit
 
     {"rev": "<sha>" | "workspace", "name": "<branch>" | null, "error": null | {...},
      "data": {"timestamp": "...", "params": {"params.yaml": {"data": {...}}},
-              "metrics": {"reports/metrics/<arm>-seed<S>.json": {"data": {...}}}, ...},
+              "metrics": {"reports/metrics/seed<S>/<arm>.json": {"data": {...}}}, ...},
      "experiments": null | [{"name": "...", "executor": null | {"state": "queued" | "running" |
                               "failed" | "success", ...},
                              "revs": [{"rev": "...", "name": "...", "data": {...}, "error": ...}]}]}
@@ -29,7 +29,7 @@ import pandas as pd
 from pipeline.errors import ObcpError
 from pipeline.io import write_csv, write_text
 
-METRICS_PATTERN = re.compile(r"(?:^|/)reports/metrics/(?P<arm>[^/]+)-seed(?P<seed>\d+)\.json$")
+METRICS_PATTERN = re.compile(r"(?:^|/)reports/metrics/seed(?P<seed>\d+)/(?P<arm>[^/]+)\.json$")
 FINISHED: tuple[str, ...] = ("success", "baseline", "workspace")
 COLUMNS: tuple[str, ...] = (
     "experiment", "rev", "baseline", "status", "timestamp", "query_times", "initial",

@@ -32,14 +32,33 @@ class Layout:
     def stage1_dir(self, seed: int) -> Path:
         return self.seed_dir(seed) / "stage1"
 
+    def arms_dir(self, seed: int) -> Path:
+        """Every arm's query cycles of one seed (the `active@seed` stage's output)."""
+        return self.seed_dir(seed) / "arms"
+
     def arm_dir(self, seed: int, arm: str) -> Path:
-        return self.seed_dir(seed) / arm
+        return self.arms_dir(seed) / arm
 
     def cycle_dir(self, seed: int, arm: str, cycle: int) -> Path:
         return self.arm_dir(seed, arm) / f"cycle_{cycle:03d}"
 
+    def ledger_dir(self, seed: int) -> Path:
+        return self.root / "reports" / "ledger" / f"seed{seed}"
+
     def ledger(self, arm: str, seed: int) -> Path:
-        return self.root / "reports" / "ledger" / f"{arm}-seed{seed}.parquet"
+        return self.ledger_dir(seed) / f"{arm}.parquet"
+
+    @property
+    def metrics_root(self) -> Path:
+        return self.root / "reports" / "metrics"
+
+    def metrics_dir(self, seed: int) -> Path:
+        return metrics_file(self.metrics_root, "_", seed).parent
 
     def metrics(self, arm: str, seed: int) -> Path:
-        return self.root / "reports" / "metrics" / f"{arm}-seed{seed}.json"
+        return metrics_file(self.metrics_root, arm, seed)
+
+
+def metrics_file(metrics_root: Path, arm: str, seed: int) -> Path:
+    """`<metrics_root>/seed<S>/<arm>.json`: one arm and seed's DVC metrics."""
+    return Path(metrics_root) / f"seed{seed}" / f"{arm}.json"

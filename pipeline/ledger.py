@@ -1,6 +1,6 @@
 """The query ledger: one row per label request ever made, for audit (DESIGN §3).
 
-File: ``reports/ledger/<arm>-seed<S>.parquet``. Columns:
+File: ``reports/ledger/seed<S>/<arm>.parquet``. Columns:
 
 =============  =========  ==================================================================
 column         dtype      meaning
@@ -207,7 +207,7 @@ def append(path: str | os.PathLike, rows: pd.DataFrame) -> pd.DataFrame:
         if len(values) > 1:
             raise LedgerError(
                 f"ledger {path} would mix {column} values {sorted(map(str, values))}; a ledger "
-                "holds one arm and seed (reports/ledger/<arm>-seed<S>.parquet)."
+                "holds one arm and seed (reports/ledger/seed<S>/<arm>.parquet)."
             )
     kept = existing[~existing["cycle"].isin(rows["cycle"].unique())]
     ledger = _sorted(_conform(pd.concat([kept, rows], ignore_index=True)))

@@ -1,6 +1,6 @@
 """Metrics of every arm and seed → one results table, and the paper's summary tables.
 
-The ``evaluate`` stage writes ``reports/metrics/<arm>-seed<S>.json`` (one per arm and
+The ``evaluate`` stage writes ``reports/metrics/seed<S>/<arm>.json`` (one per arm and
 seed) with a ``points`` list: one test evaluation per query cycle (cycle 0 is the
 stage-1 checkpoint). :func:`collect` flattens them into the **results table**, one row
 per (arm, seed, cycle):
@@ -38,6 +38,7 @@ import pandas as pd
 
 from pipeline.config import STRATEGIES, ArmParams
 from pipeline.errors import ObcpError
+from pipeline.layout import metrics_file
 
 SWITCHES: tuple[str, ...] = ("yes_in_sup", "yes_in_ctr", "neg_ctr", "neg_loss")
 SWITCH_TITLES: dict[str, str] = {  # paper Table 4's column headers
@@ -74,8 +75,8 @@ class StaleMetricsError(ResultsError):
 
 
 def metrics_path(metrics_dir: str | os.PathLike, arm: str, seed: int) -> Path:
-    """``<metrics_dir>/<arm>-seed<S>.json`` (the evaluate stage's naming, DESIGN §3)."""
-    return Path(metrics_dir) / f"{arm}-seed{seed}.json"
+    """``<metrics_dir>/seed<S>/<arm>.json`` (the evaluate stage's naming)."""
+    return metrics_file(Path(metrics_dir), arm, seed)
 
 
 def read_metrics(path: str | os.PathLike) -> dict:
@@ -386,7 +387,7 @@ def equal_bits_table(results: pd.DataFrame) -> pd.DataFrame:
 def load_ledgers(paths: Mapping[str, Sequence[str | os.PathLike]]) -> dict[str, pd.DataFrame]:
     """Read every arm's query ledgers (one file per seed) into one frame per arm.
 
-    ``paths``: arm → ledger files (``reports/ledger/<arm>-seed<S>.parquet``). A missing or
+    ``paths``: arm → ledger files (``reports/ledger/seed<S>/<arm>.parquet``). A missing or
     unreadable file raises `pipeline.ledger.LedgerError`.
     """
     from pipeline import ledger

@@ -1,18 +1,28 @@
-"""DVC stage `active@arm-seed` (under torchrun): every query cycle of one arm and seed."""
+"""DVC stage `active@seed` (under torchrun): every query cycle of every arm of one seed."""
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
 from pipeline import distributed as dist
-from pipeline.active import run_active
+from pipeline.arms import default_workers, prune_arms, run_arms
 from pipeline.context import open_run
 from pipeline.errors import reported
 
 
-def main(arm: str = typer.Option(...), seed: int = typer.Option(...), params: Path = Path("params.yaml")) -> None:
+def main(
+    seed: int = typer.Option(...),
+    arm: Optional[List[str]] = typer.Option(None, help="Only this arm (repeatable); default: every arm in params."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Arms at once on CPU; default: CPUs / train.cpu_threads."),
+    params: Path = Path("params.yaml"),
+) -> None:
     with reported():
         ctx = open_run(params, seed)
-        run_active(ctx, arm, log=print if dist.is_main() else (lambda _: None))
+        arms = list(arm) if arm else list(ctx.params.arms)
+        if not arm and dist.is_main():
+            for name in prune_arms(ctx):
+                print(f"removed arm {name!r} (no longer in params.yaml)")
+        run_arms(ctx, arms, workers=workers or default_workers(ctx, len(arms)))
         dist.cleanup()
 
 

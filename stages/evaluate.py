@@ -1,5 +1,6 @@
-"""DVC stage `evaluate@arm-seed`: accuracy and bits per cycle → reports/metrics/<arm>-seed<S>.json."""
+"""DVC stage `evaluate@seed`: accuracy and bits per cycle → reports/metrics/seed<S>/<arm>.json."""
 from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -11,15 +12,20 @@ from pipeline.evaluate import run_metrics
 from pipeline.layout import Layout
 
 
-def main(arm: str = typer.Option(...), seed: int = typer.Option(...), params: Path = Path("params.yaml")) -> None:
+def main(
+    seed: int = typer.Option(...),
+    arm: Optional[List[str]] = typer.Option(None, help="Only this arm (repeatable); default: every arm in params."),
+    params: Path = Path("params.yaml"),
+) -> None:
     with reported():
         p = load_params(params)
         layout = Layout(p.dataset.name)
         num_classes = read_classes(layout.data_dir)["num_classes"]
         num_train = int((read_index(layout.data_dir)["split"] == "train").sum())
-        doc = run_metrics(p, layout, arm, seed, num_classes=num_classes, num_train=num_train)
-        io.write_json(layout.metrics(arm, seed), doc)
-        print(f"evaluate {arm} seed {seed}: final top1 {doc['final']['top1']:.4f} at {doc['final']['bits']} bits")
+        for name in arm or p.arms:
+            doc = run_metrics(p, layout, name, seed, num_classes=num_classes, num_train=num_train)
+            io.write_json(layout.metrics(name, seed), doc)
+            print(f"evaluate {name} seed {seed}: final top1 {doc['final']['top1']:.4f} at {doc['final']['bits']} bits")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,10 @@ def main(params: Path = Path("params.yaml")) -> None:
     with reported():
         p = load_params(params)
         layout = Layout(p.dataset.name)
-        metrics_dir = layout.metrics(next(iter(p.arms)), p.seeds[0]).parent
-        results = collect(metrics_dir, p.arms, p.seeds)
+        results = collect(layout.metrics_root, p.arms, p.seeds)
         ledgers = load_ledgers({arm: [layout.ledger(arm, s) for s in p.seeds] for arm in p.arms})
         classes = read_classes(layout.data_dir)
-        index = write_report(results, p.arms, ledgers, metrics_dir.parent,
+        index = write_report(results, p.arms, ledgers, layout.metrics_root.parent,
                              num_classes=classes["num_classes"], class_names=classes["classes"])
         print(f"figures: {len(p.arms)} arms x {len(p.seeds)} seeds, {len(results)} points -> {index}")
 

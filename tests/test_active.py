@@ -26,8 +26,8 @@ def checksums(root: Path) -> dict[str, str]:
 
 
 def final_state(project: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    led = ledger.read(project / "reports/ledger/obcp-seed0.parquet")
-    pool = pd.read_parquet(project / "data/runs/seed0/obcp/cycle_002/pool.parquet")
+    led = ledger.read(project / "reports/ledger/seed0/obcp.parquet")
+    pool = pd.read_parquet(project / "data/runs/seed0/arms/obcp/cycle_002/pool.parquet")
     return led[ledger.deterministic_columns()], pool
 
 
@@ -35,14 +35,14 @@ def test_simulated_cycles_fill_the_ledger_and_pool(stage1_data, tmp_path, monkey
     project = project_from(stage1_data, tmp_path / "p")
     out = run(ACTIVE, project)
     assert "cycle 2" in out.stdout
-    led = ledger.read(project / "reports/ledger/obcp-seed0.parquet")
+    led = ledger.read(project / "reports/ledger/seed0/obcp.parquet")
     assert len(led) == 60  # the one-bit budget: every question is one ledger row
     assert sorted(led["cycle"].unique()) == [1, 2]
     labels = pd.read_parquet(project / "data/digits/index.parquet").query("split == 'train'")
     truth = labels.set_index("sample_id")["label"]
     assert (led["answer"] == (truth.loc[led["sample_id"]].to_numpy() == led["asked_class"])).all()
     for k in (1, 2):
-        cycle = project / f"data/runs/seed0/obcp/cycle_{k:03d}"
+        cycle = project / f"data/runs/seed0/arms/obcp/cycle_{k:03d}"
         for name in ("scores.parquet", "queries.parquet", "pool.parquet", "checkpoint.pt", "manifest.json"):
             assert (cycle / name).exists(), name
     # a rerun with nothing changed skips every cycle
@@ -87,13 +87,13 @@ def test_fewer_query_times_discards_later_cycles(stage1_data, tmp_path):
     params = (project / "params.yaml").read_text().replace("query_times: 2", "query_times: 1")
     (project / "params.yaml").write_text(params)
     run(ACTIVE, project)
-    assert not (project / "data/runs/seed0/obcp/cycle_002").exists()
-    led = ledger.read(project / "reports/ledger/obcp-seed0.parquet")
+    assert not (project / "data/runs/seed0/arms/obcp/cycle_002").exists()
+    led = ledger.read(project / "reports/ledger/seed0/obcp.parquet")
     assert sorted(led["cycle"].unique()) == [1] and len(led) == 60
 
 
 def answer_truthfully(project: Path, cycle: int) -> Path:
-    cdir = project / f"data/runs/seed0/obcp/cycle_{cycle:03d}"
+    cdir = project / f"data/runs/seed0/arms/obcp/cycle_{cycle:03d}"
     questions = pd.read_csv(cdir / "questions.csv")
     index = pd.read_parquet(project / "data/digits/index.parquet").query("split == 'train'")
     truth = index.set_index("sample_id")["label"]
@@ -107,7 +107,7 @@ def test_human_oracle_flow(stage1_data, tmp_path):
     first = run(ACTIVE, project, check=False)
     assert first.returncode == 2
     assert "answers for this cycle are missing" in first.stderr and "Traceback" not in first.stderr
-    cdir = project / "data/runs/seed0/obcp/cycle_001"
+    cdir = project / "data/runs/seed0/arms/obcp/cycle_001"
     questions = pd.read_csv(cdir / "questions.csv")
     assert len(questions) == 30 and (cdir / "questions").is_dir()
     assert all((cdir / p).exists() for p in questions["image"])
@@ -127,7 +127,7 @@ def test_human_oracle_flow(stage1_data, tmp_path):
     assert (cdir / "manifest.json").exists()
     answer_truthfully(project, 2)
     run(ACTIVE, project)
-    led = ledger.read(project / "reports/ledger/obcp-seed0.parquet")
+    led = ledger.read(project / "reports/ledger/seed0/obcp.parquet")
     assert len(led) == 60 and (led["oracle"] == "human").all()
 
 
@@ -138,14 +138,14 @@ def test_sigkill_during_retrain_then_rerun_matches_uninterrupted(stage1_data, tm
 
     killed = project_from(stage1_data, tmp_path / "killed")
     proc = subprocess.Popen(ACTIVE, cwd=killed, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    pool = killed / "data/runs/seed0/obcp/cycle_001/pool.parquet"
+    pool = killed / "data/runs/seed0/arms/obcp/cycle_001/pool.parquet"
     deadline = time.time() + 300
     while not pool.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     assert pool.exists(), "the run never reached retraining"
     proc.send_signal(signal.SIGKILL)  # during cycle 1's retrain
     proc.wait()
-    assert not (killed / "data/runs/seed0/obcp/cycle_001/manifest.json").exists()
+    assert not (killed / "data/runs/seed0/arms/obcp/cycle_001/manifest.json").exists()
     run(ACTIVE, killed)
 
     led_a, pool_a = final_state(straight)

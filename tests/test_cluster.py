@@ -93,10 +93,10 @@ ARTIFACTS = (
     "data/digits/index.parquet",
     "data/runs/seed0/cycle_000/pool.parquet",
     "data/runs/seed0/stage1/checkpoint.pt",
-    "data/runs/seed0/obcp/cycle_003/pool.parquet",
-    "data/runs/seed0/obcp/cycle_003/checkpoint.pt",
-    "reports/ledger/obcp-seed0.parquet",
-    "reports/metrics/obcp-seed0.json",
+    "data/runs/seed0/arms/obcp/cycle_003/pool.parquet",
+    "data/runs/seed0/arms/obcp/cycle_003/checkpoint.pt",
+    "reports/ledger/seed0/obcp.parquet",
+    "reports/metrics/seed0/obcp.json",
 )
 
 
@@ -152,9 +152,9 @@ def test_dvc_queue_runs_two_experiments_in_parallel(reproduced):
                 exps[data["params"]["params.yaml"]["data"]["query_times"]] = data["metrics"]
     assert sorted(exps) == [1, 2], exps.keys()
     for metrics in exps.values():  # exp show keeps the scalar metrics (not the per-cycle list)
-        final = metrics["reports/metrics/obcp-seed0.json"]["data"]["final"]
+        final = metrics["reports/metrics/seed0/obcp.json"]["data"]["final"]
         assert 0 <= final["top1"] <= 1
         assert final["bits"] == round(50 * math.log2(10) + 60, 3)  # |I^S| labels + every one-bit question
     # the committed baseline (three cycles) is untouched by the experiments
-    workspace = json.loads((reproduced / "reports/metrics/obcp-seed0.json").read_text())
+    workspace = json.loads((reproduced / "reports/metrics/seed0/obcp.json").read_text())
     assert len(workspace["points"]) == 4

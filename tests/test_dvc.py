@@ -32,8 +32,8 @@ def test_exp_run_query_times_reuses_cached_stages(tmp_path):
     out = run(["dvc", "exp", "run", "-S", "query_times=2"], project)
     for stage in ("convert", "init_pool@0", "pretrain@0"):
         assert f"Running stage '{stage}'" not in out.stdout, stage
-    assert "Running stage 'active@obcp-0'" in out.stdout
-    arm = project / "data/runs/seed0/obcp"
+    assert "Running stage 'active@0'" in out.stdout
+    arm = project / "data/runs/seed0/arms/obcp"
     assert sorted(p.name for p in arm.glob("cycle_*")) == ["cycle_001", "cycle_002"]
     assert yaml.safe_load((project / "params.yaml").read_text())["query_times"] == 2
     doc = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)

@@ -27,11 +27,11 @@ def _data(rev: str, timestamp: str | None, query_times: int, metrics: dict) -> d
 
 
 def _metrics(**top1_by_file: float) -> dict:
-    """``{"reports/metrics/<arm>-seed<S>.json": {"data": {...}}}``; DVC drops the ``points`` list."""
+    """``{"reports/metrics/seed<S>/<arm>.json": {"data": {...}}}``; DVC drops the ``points`` list."""
     out = {}
     for key, top1 in top1_by_file.items():
         arm, seed = key.rsplit("_s", 1)
-        out[f"reports/metrics/{arm}-seed{seed}.json"] = {
+        out[f"reports/metrics/seed{seed}/{arm}.json"] = {
             "data": {"arm": arm, "seed": int(seed), "method": arm, "strategy": "obcp",
                      "final": {"top1": top1, "bits": 498.1, "labeled_equiv_pct": 10.4}}}
     return out
@@ -99,7 +99,7 @@ def test_exps_table_workspace_optional():
 def test_exps_table_tolerates_missing_fields():
     doc = [{"rev": "abc1234def", "name": None},  # no data at all
            {"rev": "ffff", "name": "b", "data": {"params": {}, "metrics": {
-               "reports/metrics/obcp-seed0.json": {"error": {"type": "JSONDecodeError", "msg": "bad"}},
+               "reports/metrics/seed0/obcp.json": {"error": {"type": "JSONDecodeError", "msg": "bad"}},
                "reports/other.json": {"data": {"acc": 1}}}},
             "experiments": [{"revs": []}, {"name": "x", "revs": [{"rev": "1234567890", "data": None}]}]}]
     frame = exps.exps_table(doc)
@@ -142,25 +142,30 @@ def test_parse_errors(tmp_path):
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_run_exp_show_real_dvc(tmp_path):
-    """The installed DVC's document parses: a committed baseline with one metrics file."""
+    """The installed DVC's document parses: a committed baseline whose metrics are a per-seed
+    folder (as dvc.yaml declares `reports/metrics/seed<S>`), one file per arm."""
     dvc = str(Path(__import__("sys").executable).parent / "dvc")
     repo = tmp_path / "repo"
-    (repo / "reports" / "metrics").mkdir(parents=True)
+    (repo / "reports" / "metrics" / "seed0").mkdir(parents=True)
     run(["git", "init", "-q"], repo)
     run(["git", "config", "user.email", "t@t"], repo)
     run(["git", "config", "user.name", "t"], repo)
     run([dvc, "init", "-q"], repo)
     (repo / "params.yaml").write_text("query_times: 2\n")
-    (repo / "reports" / "metrics" / "obcp-seed0.json").write_text(
-        json.dumps({"arm": "obcp", "seed": 0, "final": {"top1": 0.9, "bits": 10.0}, "points": [{"cycle": 0}]}))
+    for arm, top1 in (("obcp", 0.9), ("onebit", 0.7)):
+        (repo / "reports" / "metrics" / "seed0" / f"{arm}.json").write_text(
+            json.dumps({"arm": arm, "seed": 0, "final": {"top1": top1, "bits": 10.0}, "points": [{"cycle": 0}]}))
     (repo / "dvc.yaml").write_text(
         "stages:\n  evaluate:\n    cmd: 'true'\n    params: [query_times]\n"
-        "    metrics:\n      - reports/metrics/obcp-seed0.json:\n          cache: false\n")
+        "    metrics:\n      - reports/metrics/seed0:\n          cache: false\n")
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "base"], repo)
     frame = exps.exps_table(exps.run_exp_show(repo, dvc=dvc))
-    assert len(frame) == 1
-    row = frame.iloc[0]
+    assert len(frame) == 2
+    rows = {r["arm"]: r for _, r in frame.iterrows()}
+    assert sorted(rows) == ["obcp", "onebit"]
+    row = rows["obcp"]
     assert (row["status"], row["query_times"], row["arm"], row["seed"], row["top1"]) == ("baseline", 2, "obcp", 0, 0.9)
+    assert (rows["onebit"]["seed"], rows["onebit"]["top1"]) == (0, 0.7)
     with pytest.raises(exps.ExpsError, match="failed"):
         exps.run_exp_show(tmp_path, dvc=dvc)  # not a git/DVC repo

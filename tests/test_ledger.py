@@ -68,7 +68,7 @@ def test_deterministic_columns():
 
 
 def test_append_is_idempotent_per_cycle(tmp_path):
-    path = tmp_path / "ledger" / "obcp-seed0.parquet"
+    path = tmp_path / "ledger" / "seed0" / "obcp.parquet"
     ledger.append(path, _one_bit(1, [1, 2, 3], [1, 0, 0]))
     ledger.append(path, _one_bit(2, [2, 4], [1, 1]))
     first = ledger.read(path)

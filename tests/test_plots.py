@@ -214,11 +214,11 @@ def _stage_project(root: Path, two_arms: pd.DataFrame) -> Path:
     for (arm, seed), g in two_arms.groupby(["arm", "seed"]):
         points = [{k: (int(r[k]) if k in ("cycle", "yes", "asked") else float(r[k]))
                    for k in ("cycle", "bits", "labeled_equiv_pct", "top1", "yes", "asked")} for _, r in g.iterrows()]
-        path = root / "reports" / "metrics" / f"{arm}-seed{seed}.json"
+        path = root / "reports" / "metrics" / f"seed{seed}" / f"{arm}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"arm": arm, "seed": int(seed), "method": g["method"].iloc[0],
                                     "strategy": "obcp", "points": points}))
-        ledger.append(root / "reports" / "ledger" / f"{arm}-seed{seed}.parquet", _ledger(arm, int(seed), [3, 4], [3, 5]))
+        ledger.append(root / "reports" / "ledger" / f"seed{seed}" / f"{arm}.parquet", _ledger(arm, int(seed), [3, 4], [3, 5]))
     return root
 
 
@@ -237,7 +237,7 @@ def test_figures_stage_end_to_end(two_arms, tmp_path):
     cls = pd.read_csv(root / "reports" / "figures" / "class_queries.csv")
     assert len(cls) == 2 * 10 and cls.groupby("arm")["asked"].sum().tolist() == [4, 4]
 
-    (root / "reports" / "metrics" / "onebit-seed1.json").unlink()
+    (root / "reports" / "metrics" / "seed1" / "onebit.json").unlink()
     failed = run([sys.executable, "-m", "stages.figures"], root, check=False)
     assert failed.returncode == 2
-    assert "onebit-seed1.json" in failed.stderr and "dvc repro evaluate" in failed.stderr
+    assert "seed1/onebit.json" in failed.stderr and "dvc repro evaluate" in failed.stderr

@@ -49,7 +49,7 @@ import yaml
 
 from conftest import project_from, run
 
-ARM_DIR = "data/runs/seed0/obcp"
+ARM_DIR = "data/runs/seed0/arms/obcp"
 CYCLE1 = f"{ARM_DIR}/cycle_001"
 STAGE1 = "data/runs/seed0/stage1"
 POOL0 = "data/runs/seed0/cycle_000/pool.parquet"
@@ -102,7 +102,7 @@ def _entry(name: str, arm: str = "obcp", seed: int = 0, cycle: int = 1) -> Calla
             return lambda: cli.validate(params=params)
         return lambda: getattr(cli, name)(cycle=cycle, arm=arm, seed=seed, params=params)
     kwargs = {"convert": {}, "init_pool": {"seed": seed}, "pretrain": {"seed": seed},
-              "active": {"arm": arm, "seed": seed}}[name]
+              "active": {"arm": [arm], "seed": seed, "workers": None}}[name]
     main = importlib.import_module(f"stages.{name}").main
     return lambda: main(params=params, **kwargs)
 
@@ -387,7 +387,7 @@ def test_bad_human_answers_are_rejected(case, asked, tmp_path, capsys, monkeypat
     reject(project, entry, words, capsys, monkeypatch,
            apply=lambda p: (p / answers).write_text(make(p)), bad=(answers,))
     assert not (project / CYCLE1 / "queries.parquet").exists()
-    assert not (project / "reports/ledger/obcp-seed0.parquet").exists()
+    assert not (project / "reports/ledger/seed0/obcp.parquet").exists()
 
 
 # --------------------------------------------------------------------------- checkpoints and run artifacts

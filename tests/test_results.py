@@ -34,7 +34,8 @@ def write_metrics(root: Path, arm: str, seed: int, settings_: ArmParams, top1: l
            "switches": {k: getattr(settings_, k) for k in R.SWITCHES}, "num_classes": 10, "num_train": 1437,
            "final": {"top1": top1[-1], "bits": BITS[len(top1) - 1], "labeled_equiv_pct": PCT[len(top1) - 1]},
            "points": points, **extra}
-    path = root / f"{arm}-seed{seed}.json"
+    path = root / f"seed{seed}" / f"{arm}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc))
     return path
 
@@ -80,20 +81,24 @@ def test_collect_top5_and_missing_yes(tmp_path):
     assert frame["yes"].isna().all() and frame["asked"].isna().all()
 
 
+def test_metrics_path_is_per_seed_folder(tmp_path):
+    assert R.metrics_path(tmp_path, "obcp", 3) == tmp_path / "seed3" / "obcp.json"
+
+
 def test_missing_metrics_file_names_file_and_fix(metrics_dir):
     with pytest.raises(R.MetricsMissingError) as err:
         R.collect(metrics_dir, ARMS, [0, 1, 7])
-    assert "obcp-seed7.json" in str(err.value) and "dvc repro evaluate" in str(err.value)
+    assert "seed7/obcp.json" in str(err.value) and "dvc repro evaluate" in str(err.value)
 
 
 def test_malformed_metrics(metrics_dir):
-    (metrics_dir / "obcp-seed0.json").write_text("{not json")
-    with pytest.raises(R.MetricsFormatError, match="obcp-seed0.json"):
+    (metrics_dir / "seed0" / "obcp.json").write_text("{not json")
+    with pytest.raises(R.MetricsFormatError, match="seed0/obcp.json"):
         R.collect(metrics_dir, ARMS, [0])
-    (metrics_dir / "obcp-seed0.json").write_text(json.dumps({"points": [{"cycle": 0, "bits": 1.0}]}))
+    (metrics_dir / "seed0" / "obcp.json").write_text(json.dumps({"points": [{"cycle": 0, "bits": 1.0}]}))
     with pytest.raises(R.MetricsFormatError, match="labeled_equiv_pct, top1"):
         R.collect(metrics_dir, ARMS, [0])
-    (metrics_dir / "obcp-seed0.json").write_text(json.dumps({"points": []}))
+    (metrics_dir / "seed0" / "obcp.json").write_text(json.dumps({"points": []}))
     with pytest.raises(R.MetricsFormatError, match="points"):
         R.collect(metrics_dir, ARMS, [0])
 
@@ -222,10 +227,10 @@ def test_load_ledgers_concatenates_seeds(tmp_path):
                           "score": 1.0, "rank": range(1, len(asked) + 1)})
         return ledger.ledger_rows(q, cycle=1, epoch=2, strategy="obcp", oracle="simulated", arm="obcp", seed=seed)
 
-    paths = [tmp_path / "obcp-seed0.parquet", tmp_path / "obcp-seed1.parquet"]
+    paths = [tmp_path / "seed0" / "obcp.parquet", tmp_path / "seed1" / "obcp.parquet"]
     ledger.append(paths[0], rows(0, [1, 2]))
     ledger.append(paths[1], rows(1, [0]))
     out = R.load_ledgers({"obcp": paths})
     assert len(out["obcp"]) == 3 and sorted(out["obcp"]["seed"].unique()) == [0, 1]
     with pytest.raises(ledger.LedgerError, match="seed5"):
-        R.load_ledgers({"obcp": [tmp_path / "obcp-seed5.parquet"]})
+        R.load_ledgers({"obcp": [tmp_path / "seed5" / "obcp.parquet"]})

@@ -40,8 +40,8 @@ from conftest import env, make_project, project_from, run
 from pipeline import ledger
 
 ACTIVE = [sys.executable, "-m", "stages.active", "--arm", "obcp", "--seed", "0"]
-ARM = Path("data/runs/seed0/obcp")
-LEDGER = Path("reports/ledger/obcp-seed0.parquet")
+ARM = Path("data/runs/seed0/arms/obcp")
+LEDGER = Path("reports/ledger/seed0/obcp.parquet")
 STEP = ["--cycle", "1", "--arm", "obcp", "--seed", "0"]
 
 # usage: python -c DRIVER KILL_AT MODULE [ARGS ...] [-- MODULE ARGS ...]
@@ -152,7 +152,7 @@ STEP_KILLS = {
     # step killed: (kill point, the commands run in that one process, what must not exist yet)
     "score": ("replace:scores.parquet:1", [SCORE], "scores.parquet"),
     "oracle": ("replace:queries.parquet:1", [SCORE, ORACLE], "queries.parquet"),
-    "update": ("replace:obcp-seed0.parquet:1", [SCORE, ORACLE, UPDATE], "manifest.json"),
+    "update": ("replace:obcp.parquet:1", [SCORE, ORACLE, UPDATE], "manifest.json"),
     "retrain": ("sgd:5", [SCORE, ORACLE, UPDATE, RETRAIN], "checkpoint.pt"),
 }
 
@@ -213,7 +213,7 @@ def killed_step(stage1_data: Path, dest: Path, step: str) -> Path:
 
 def killed_in_cycle_2(stage1_data: Path, dest: Path) -> Path:
     project = project_from(stage1_data, dest)
-    driven("replace:obcp-seed0.parquet:2", [["stages.active", "--arm", "obcp", "--seed", "0"]], project)
+    driven("replace:obcp.parquet:2", [["stages.active", "--arm", "obcp", "--seed", "0"]], project)
     assert (project / ARM / "cycle_001/manifest.json").exists()
     assert not (project / ARM / "cycle_002/manifest.json").exists()
     assert set(ledger.read(project / LEDGER)["cycle"]) == {1}
