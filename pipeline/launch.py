@@ -16,7 +16,9 @@ def command(nproc: int, module: str, args: list[str]) -> list[str]:
     """The argv that runs `module` with `nproc` local processes."""
     if nproc == 1:
         return [sys.executable, "-m", module, *args]
-    return ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", module, *args]
+    # torchrun's own module, with this interpreter: no dependence on PATH
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", module, *args]
 
 
 def main(argv: list[str]) -> None:

@@ -118,3 +118,17 @@ def test_a_failing_arm_exits_2_naming_it_and_the_others_finish(stage1_data, tmp_
     assert len(ledger.read(project / LEDGERS / "obcp.parquet")) == 60
     assert not (project / ARMS / "random").exists()
     assert bad.read_bytes() == b"this is not parquet"
+
+
+def test_under_ddp_the_arms_run_in_turn_on_every_rank(stage1_data, tmp_path):
+    """`pipeline.launch 2` = torchrun with 2 gloo ranks: the arms run one after another
+    (even when --workers asks for more), each on both ranks; rank 0 writes."""
+    project = project_from(stage1_data, tmp_path / "ddp", TWO_ARMS)
+    out = run([sys.executable, "-m", "pipeline.launch", "2", "stages.active", "--seed", "0", *BOTH,
+               "--workers", "2"], project)
+    assert "at a time" not in out.stdout  # no forked workers under DDP
+    for arm in ("obcp", "random"):
+        assert arm_cycles_done(project, arm) == ["cycle_001", "cycle_002"], arm
+        assert out.stdout.count(f"[{arm} seed 0] cycle 1: asking") == 1  # logged by rank 0 only
+        led = ledger.read(project / LEDGERS / f"{arm}.parquet")
+        assert len(led) == 60 and (led["arm"] == arm).all()

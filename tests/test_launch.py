@@ -11,7 +11,8 @@ from pipeline.launch import command
 def test_command_uses_torchrun_only_for_several_processes() -> None:
     assert command(1, "stages.pretrain", ["--seed", "3"]) == [sys.executable, "-m", "stages.pretrain", "--seed", "3"]
     assert command(4, "stages.active", ["--seed", "0"]) == [
-        "torchrun", "--standalone", "--nproc_per_node=4", "-m", "stages.active", "--seed", "0"]
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
+        "-m", "stages.active", "--seed", "0"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
