@@ -39,7 +39,7 @@ def _pure_images_per_s(ctx: RunContext, steps: int, repeats: int) -> float:
                 model.momentum_update()
                 _, k = model.keys(xu2)
             loss = losses.sup_loss(logits[:b_l], yl) + p.loss.lambda_ctr * losses.contrastive_unlabeled(
-                q[b_l:], k, model.queue.clone(), p.contrastive.temperature)
+                q[b_l:], k, model.queue.detach(), p.contrastive.temperature)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -327,7 +327,13 @@ def _prefetched(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
             yield item
     finally:
         stop.set()
-        worker.join()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                while True:
+                    out.get_nowait()
+            except queue.Empty:
+                pass
+            worker.join(timeout=0.005)
 
 
 # FFCV loaders by (file version, decoder, batch size, threads, prefetch depth); see _compiled_reader.
