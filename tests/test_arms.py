@@ -132,3 +132,22 @@ def test_under_ddp_the_arms_run_in_turn_on_every_rank(stage1_data, tmp_path):
         assert out.stdout.count(f"[{arm} seed 0] cycle 1: asking") == 1  # logged by rank 0 only
         led = ledger.read(project / LEDGERS / f"{arm}.parquet")
         assert len(led) == 60 and (led["arm"] == arm).all()
+
+
+def test_changing_one_arm_retrains_only_that_arm(parallel, tmp_path):
+    """What `dvc exp run -S arms.random.strategy=max` does to active@0: the stage reruns,
+    the unchanged arm skips every cycle (same manifests), the changed one is redone."""
+    import yaml
+
+    project = tmp_path / "p"
+    shutil.copytree(parallel[0], project, symlinks=True)
+    before = {k: (project / ARMS / "obcp" / f"cycle_00{k}" / "manifest.json").read_text() for k in (1, 2)}
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["arms"]["random"]["strategy"] = "max"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run([*ACTIVE, *BOTH, "--workers", "2"], project)
+    assert out.stdout.count("[obcp seed 0] cycle") == 2 and "[obcp seed 0] cycle 1: up to date" in out.stdout
+    assert "[random seed 0] cycle 1: asking 30 one-bit questions" in out.stdout
+    assert {k: (project / ARMS / "obcp" / f"cycle_00{k}" / "manifest.json").read_text() for k in (1, 2)} == before
+    led = ledger.read(project / LEDGERS / "random.parquet")
+    assert len(led) == 60 and (led["strategy"] == "max").all()
