@@ -1,4 +1,4 @@
-"""DVC stage `active@seed` (under torchrun): every query cycle of every arm of one seed."""
+"""DVC stage `active@seed` (via pipeline.launch; torchrun when ddp.nproc > 1): every cycle of every arm of one seed."""
 from pathlib import Path
 from typing import List, Optional
 

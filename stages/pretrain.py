@@ -1,4 +1,4 @@
-"""DVC stage `pretrain@seed` (under torchrun): stage 1 → data/runs/seed<S>/stage1/."""
+"""DVC stage `pretrain@seed` (via pipeline.launch; torchrun when ddp.nproc > 1): stage 1 → data/runs/seed<S>/stage1/."""
 from pathlib import Path
 
 import typer
