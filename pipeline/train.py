@@ -271,7 +271,8 @@ def train_epochs(
     model, bank, device = state.model, state.bank, cfg.device
     tp, cp = cfg.train, cfg.contrastive
     b_l, b_u = tp.batch_size, tp.batch_size * tp.unlabeled_ratio
-    common = dict(num_workers=tp.num_workers, hflip=cfg.hflip)
+    # views are made on the training device: numba kernels on CPU, torch ops on a GPU
+    common = dict(num_workers=tp.num_workers, hflip=cfg.hflip, device=device)
     # view 1 feeds the query encoder; view 2 the key encoder, which is also the one-bit
     # baseline's teacher and sees a weak view there (mean-teacher style)
     unl_loader = make_loader(

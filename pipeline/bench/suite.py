@@ -15,7 +15,12 @@ import torch
 
 from pipeline import io
 
-SECTIONS = ("convert", "loader", "train", "cycle", "ddp", "memory")
+SECTIONS = ("convert", "loader", "train", "cycle", "ddp", "memory", "train_cifar")
+
+
+def default_sections() -> tuple[str, ...]:
+    """Every section; `train_cifar` (ResNet-18, the CIFAR preset) only where a GPU is."""
+    return SECTIONS if torch.cuda.is_available() else tuple(s for s in SECTIONS if s != "train_cifar")
 
 
 def _digits(tmp: Path, name: str, params: Path, overrides: dict):
@@ -24,6 +29,22 @@ def _digits(tmp: Path, name: str, params: Path, overrides: dict):
 
     project = scratch_project(tmp / name, params, {"seeds": [0], **overrides})
     return project, open_run(project / "params.yaml", 0, root=project)
+
+
+def _cifar_shaped(tmp: Path, quick: bool):
+    """The CIFAR-10 preset (ResNet-18, batch 64 + 64) on random 32x32 images, seed 0."""
+    import numba
+
+    from pipeline.bench.convert import synthetic_source
+    from pipeline.bench.workspace import scratch_project
+    from pipeline.context import open_run
+
+    n = 640 if quick else 20_000
+    preset = Path(__file__).resolve().parent.parent / "presets" / "cifar10.yaml"
+    overrides = {"seeds": [0], "budget": {"initial": n // 10, "one_bit": n // 10},
+                 "train": {"num_workers": min(8, numba.config.NUMBA_NUM_THREADS)}}
+    project = scratch_project(tmp / "train_cifar", preset, overrides, source=synthetic_source(n, 32))
+    return open_run(project / "params.yaml", 0, root=project)
 
 
 def _memory(quick: bool) -> dict:
@@ -36,10 +57,11 @@ def _memory(quick: bool) -> dict:
     return {"by_N": by_n, "by_C": by_c, "by_m": by_m}
 
 
-def run_suite(params: Path, out: Path, sections: tuple[str, ...] = SECTIONS, *, quick: bool = False,
+def run_suite(params: Path, out: Path, sections: tuple[str, ...] | None = None, *, quick: bool = False,
               echo: Callable[[str], None] = print) -> dict:
     from pipeline.bench.convert import bench_convert, bench_loader
 
+    sections = default_sections() if sections is None else sections
     report: dict = {"machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
                                 "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
     with tempfile.TemporaryDirectory(prefix="obcp-bench-") as tmpdir:
@@ -69,6 +91,10 @@ def run_suite(params: Path, out: Path, sections: tuple[str, ...] = SECTIONS, *, 
                 report[name] = bench_ddp(project)
             elif name == "memory":
                 report[name] = _memory(quick)
+            elif name == "train_cifar":
+                from pipeline.bench.train import bench_train_loop
+
+                report[name] = bench_train_loop(_cifar_shaped(tmp, quick), epochs=3 if quick else 4)
             report[name]["bench_seconds"] = round(time.perf_counter() - t0, 1)
     io.write_json(out, report)
     echo(summary_table(report))
@@ -87,6 +113,10 @@ def summary_table(report: dict) -> str:
         lines.append(f"train loop / pure fwd+bwd (target ≥ 0.90)   {t['ratio']}  ({t['loop_images_per_s']} / {t['pure_images_per_s']} img/s)")
     if "cycle" in report:
         lines.append(f"(score+oracle+update) / retrain (≤ 0.05)    max {report['cycle']['max_ratio']}, mean {report['cycle']['mean_ratio']}")
+    if "train_cifar" in report:
+        t = report["train_cifar"]
+        lines.append(f"train loop, ResNet-18 CIFAR-shaped ({t['device']})    {t['loop_images_per_s']} img/s, "
+                     f"{t['ratio']} of pure fwd+bwd")
     if "ddp" in report:
         d = report["ddp"]
         lines.append(f"DDP 2 proc / 1 proc throughput (CPU)        {d['ratio']}")

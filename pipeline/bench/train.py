@@ -8,6 +8,7 @@ enqueue. The ratio is what the data path and bookkeeping cost.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -23,28 +24,41 @@ from pipeline.datasets import make_loader
 
 def _pure_images_per_s(ctx: RunContext, steps: int, repeats: int) -> float:
     p = ctx.params
+    device = ctx.device
+    use_amp = p.train.amp and device.type == "cuda"  # as the loop does
     state = fresh_state(ctx)
     model, opt = state.model, state.optimizer
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     b_l, b_u = p.train.batch_size, p.train.batch_size * p.train.unlabeled_ratio
     shape = read_shape(ctx)
     gen = torch.Generator().manual_seed(0)
-    xl1, xu1, xu2 = (torch.randn(n, *shape, generator=gen) for n in (b_l, b_u, b_u))
-    yl = torch.randint(0, ctx.num_classes, (b_l,), generator=gen)
+    xl1, xu1, xu2 = (torch.randn(n, *shape, generator=gen).to(device) for n in (b_l, b_u, b_u))
+    yl = torch.randint(0, ctx.num_classes, (b_l,), generator=gen).to(device)
+
+    def amp() -> contextlib.AbstractContextManager:
+        return torch.autocast(device.type) if use_amp else contextlib.nullcontext()
+
     best = 0.0
     for _ in range(repeats):
         t0 = time.perf_counter()
         for _ in range(steps):
-            logits, q = model(torch.cat([xl1, xu1]))
+            with amp():
+                logits, q = model(torch.cat([xl1, xu1]))
             with torch.no_grad():
                 model.momentum_update()
-                _, k = model.keys(xu2)
+                with amp():
+                    _, k = model.keys(xu2)
+            logits, q, k = logits.float(), q.float(), k.float()
             loss = losses.sup_loss(logits[:b_l], yl) + p.loss.lambda_ctr * losses.contrastive_unlabeled(
                 q[b_l:], k, model.queue.detach(), p.contrastive.temperature)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             with torch.no_grad():
                 model.enqueue(k)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         best = max(best, steps * (b_l + b_u) / (time.perf_counter() - t0))
     return best
 
@@ -89,4 +103,5 @@ def bench_train_loop(ctx: RunContext, *, epochs: int = 8) -> dict:
         "ratio": round(loop / pure, 3),
         "loader_images_per_s": round(_loader_images_per_s(ctx, pool.unlabeled_ids), 1),
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else "cpu",
     }

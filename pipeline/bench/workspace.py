@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from pipeline.config import load_params, resolve_size
-from pipeline.datasets import convert, get_source, read_classes, read_index
+from pipeline.datasets import ArraySource, convert, get_source, read_classes, read_index
 from pipeline.layout import Layout
 from pipeline.pools import initial_pool, write_pool
 
@@ -18,15 +18,16 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def scratch_project(dest: Path, params_file: Path, overrides: dict) -> Path:
-    """`dest` with `params_file` + `overrides` as params.yaml, the dataset converted and
-    seed 0's initial pool drawn — the inputs of stage 1, without DVC."""
+def scratch_project(dest: Path, params_file: Path, overrides: dict, source: ArraySource | None = None) -> Path:
+    """`dest` with `params_file` + `overrides` as params.yaml, the dataset (or `source`,
+    stored under the dataset's name) converted and each seed's initial pool drawn — the
+    inputs of stage 1, without DVC."""
     dest.mkdir(parents=True, exist_ok=True)
     raw = _merge(yaml.safe_load(Path(params_file).read_text()), overrides)
     (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     p = load_params(dest / "params.yaml")
     layout = Layout(p.dataset.name, dest)
-    convert(get_source(p.dataset.name, dest / p.dataset.root, download=False), layout.data_dir)
+    convert(source or get_source(p.dataset.name, dest / p.dataset.root, download=False), layout.data_dir)
     index = read_index(layout.data_dir)
     labels = index[index["split"] == "train"].sort_values("sample_id")["label"].to_numpy()
     for seed in p.seeds:
