@@ -23,6 +23,7 @@ from pipeline import distributed as dist
 from pipeline.active import run_active
 from pipeline.context import RunContext
 from pipeline.errors import ObcpError
+from pipeline.train import echo
 
 Log = Callable[[str], None]
 
@@ -77,7 +78,7 @@ def _tagged(arm: str, seed: int, log: Log) -> Log:
 def _run_one(ctx: RunContext, arm: str) -> int:
     """Worker body: one arm's every cycle; returns the number of cycles done."""
     torch.set_num_threads(ctx.params.train.cpu_threads)  # the fork resets torch's thread pool
-    log = _tagged(arm, ctx.seed, lambda line: print(line, flush=True))
+    log = _tagged(arm, ctx.seed, echo)
     return len(run_active(ctx, arm, log=log, progress=False))
 
 

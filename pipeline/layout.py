@@ -52,9 +52,6 @@ class Layout:
     def metrics_root(self) -> Path:
         return self.root / "reports" / "metrics"
 
-    def metrics_dir(self, seed: int) -> Path:
-        return metrics_file(self.metrics_root, "_", seed).parent
-
     def metrics(self, arm: str, seed: int) -> Path:
         return metrics_file(self.metrics_root, arm, seed)
 

@@ -22,6 +22,11 @@ def _clamp01(v):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
+def _luma(y, i, j):
+    return _GRAY_R * y[0, i, j] + _GRAY_G * y[1, i, j] + _GRAY_B * y[2, i, j]
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
 def _reflect(i, n):
     if i < 0:
         i = -i
@@ -85,13 +90,13 @@ def _jitter(y, bright, contrast, sat, hue):
         for j in range(w):
             for c in range(3):
                 y[c, i, j] = _clamp01(y[c, i, j] * bright)
-            total += _GRAY_R * y[0, i, j] + _GRAY_G * y[1, i, j] + _GRAY_B * y[2, i, j]
+            total += _luma(y, i, j)
     mean = total / (h * w)
     for i in range(h):
         for j in range(w):
             for c in range(3):
                 y[c, i, j] = _clamp01(contrast * y[c, i, j] + (1 - contrast) * mean)
-            gray = _GRAY_R * y[0, i, j] + _GRAY_G * y[1, i, j] + _GRAY_B * y[2, i, j]
+            gray = _luma(y, i, j)
             for c in range(3):
                 y[c, i, j] = _clamp01(sat * y[c, i, j] + (1 - sat) * gray)
     _hue_shift(y, hue)
@@ -153,7 +158,7 @@ def strong_views(x, boxes, flip, jitter, jitter_on, gray_on, blur_sigma, blur_ra
         if gray_on[b]:
             for i in range(oh):
                 for j in range(ow):
-                    g = _GRAY_R * y[0, i, j] + _GRAY_G * y[1, i, j] + _GRAY_B * y[2, i, j]
+                    g = _luma(y, i, j)
                     y[0, i, j], y[1, i, j], y[2, i, j] = g, g, g
         if blur_sigma[b] > 0:
             _blur(y, blur_sigma[b], blur_radius)

@@ -287,8 +287,8 @@ _END = object()
 def _prefetched(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
     """Produce `batches` (decode + augment) in a thread, up to `depth` ahead.
 
-    Torch releases the GIL, so the next batch's augmentation overlaps the consumer's
-    training step. Order and content are unchanged (augmentation randomness is keyed by
+    The view kernels release the GIL (numba on CPU, torch on GPU), so the next batch's
+    views are made while the consumer trains. Order and content are unchanged (augmentation randomness is keyed by
     sample id, not by thread or time). An error in the producer is raised here; leaving
     the loop early stops and joins the producer, which closes `batches`.
     """
