@@ -29,7 +29,7 @@ from tqdm import tqdm
 from pipeline import distributed as dist
 from pipeline import losses
 from pipeline.config import ArmParams, ContrastiveParams, LossParams, TrainParams
-from pipeline.datasets.loaders import make_loader
+from pipeline.datasets.loaders import ViewLoader, make_loader
 from pipeline.errors import ObcpError
 from pipeline.history import PredictionHistory
 from pipeline.moco import LabelBank, ObCP
@@ -248,6 +248,44 @@ def learning_rate(base: float, epoch: float, total_epochs: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, total_epochs) / total_epochs))
 
 
+def loop_loaders(pool: PoolView, plan: LossPlan, cfg: LoopConfig) -> tuple[ViewLoader, ViewLoader]:
+    """The loop's (unlabeled, labeled) loaders; both yield two views per sample, made on
+    the training device (numba kernels on CPU, torch ops on a GPU).
+
+    View 1 feeds the query encoder, view 2 the key encoder, which is also the one-bit
+    baseline's teacher and sees a weak view there (mean-teacher style). One pass over the
+    unlabeled pool is an epoch; each rank cycles its own seeded copy of the (small)
+    labeled set.
+    """
+    tp = cfg.train
+    common = dict(num_workers=tp.num_workers, hflip=cfg.hflip, device=cfg.device, order="random")
+    unlabeled = make_loader(
+        cfg.beton,
+        batch_size=tp.batch_size * tp.unlabeled_ratio,
+        views=["strong", "weak" if plan.denied_consistency else "strong"],
+        indices=pool.unlabeled_ids,
+        seed=cfg.seed,
+        distributed=cfg.distributed,
+        **common,
+    )
+    labeled = make_loader(
+        cfg.beton,
+        batch_size=tp.batch_size,
+        views=["strong", "strong"],
+        indices=pool.labeled_ids,
+        seed=cfg.seed + 7919 * (1 + dist.rank()),
+        distributed=False,
+        drop_last=False,
+        **common,
+    )
+    return unlabeled, labeled
+
+
+def labeled_start_epoch(epoch: int) -> int:
+    """The labeled loader's first sub-epoch in `epoch` (each epoch cycles fresh sub-epochs)."""
+    return epoch * 10_000
+
+
 def train_epochs(
     state: TrainState,
     pool: PoolView,
@@ -270,32 +308,7 @@ def train_epochs(
     """
     model, bank, device = state.model, state.bank, cfg.device
     tp, cp = cfg.train, cfg.contrastive
-    b_l, b_u = tp.batch_size, tp.batch_size * tp.unlabeled_ratio
-    # views are made on the training device: numba kernels on CPU, torch ops on a GPU
-    common = dict(num_workers=tp.num_workers, hflip=cfg.hflip, device=device)
-    # view 1 feeds the query encoder; view 2 the key encoder, which is also the one-bit
-    # baseline's teacher and sees a weak view there (mean-teacher style)
-    unl_loader = make_loader(
-        cfg.beton,
-        batch_size=b_u,
-        views=["strong", "weak" if plan.denied_consistency else "strong"],
-        indices=pool.unlabeled_ids,
-        order="random",
-        seed=cfg.seed,
-        distributed=cfg.distributed,
-        **common,
-    )
-    lab_loader = make_loader(
-        cfg.beton,
-        batch_size=b_l,
-        indices=pool.labeled_ids,
-        order="random",
-        seed=cfg.seed + 7919 * (1 + dist.rank()),
-        distributed=False,  # each rank cycles its own seeded copy of the (small) labeled set
-        drop_last=False,
-        views=["strong", "strong"],
-        **common,
-    )
+    unl_loader, lab_loader = loop_loaders(pool, plan, cfg)
     qnet: torch.nn.Module = model.encoder_q
     if cfg.distributed:
         qnet = DistributedDataParallel(model.encoder_q)
@@ -310,124 +323,122 @@ def train_epochs(
         return torch.autocast(device.type) if use_amp else contextlib.nullcontext()
 
     rows: list[dict[str, float]] = []
+    own_steps = steps = len(unl_loader)  # per epoch; the pool does not change within a call
+    if cfg.distributed:
+        steps = int(dist.all_reduce_max(torch.tensor(steps)).item())
+    # one stream per loader for the whole call, so that no epoch waits for its first batch
+    unl_stream = unl_loader.epochs(state.epoch, until_epoch)
+    lab_stream = lab_loader.cycles((labeled_start_epoch(e) for e in range(state.epoch, until_epoch)), steps)
+    with contextlib.closing(unl_stream), contextlib.closing(lab_stream):  # stop the threads on any exit
+        while state.epoch < until_epoch:
+            epoch = state.epoch
+            record = history is not None and history.in_window(epoch)
+            sums: dict[str, float] = {}
+            seen, t0 = 0, time.perf_counter()
+            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{until_epoch}", leave=False,
+                       disable=not (progress and dist.is_main() and sys.stderr.isatty()))
+            for step in bar:
+                lr = learning_rate(tp.lr, epoch + step / max(steps, 1), cfg.total_epochs)
+                for group in state.optimizer.param_groups:
+                    group["lr"] = lr
+                lab = next(lab_stream)
+                unl = next(unl_stream) if step < own_steps else None
+                xl1, xl2 = (v.to(device, non_blocking=True) for v in lab.views)
+                idl = lab.ids.to(device)
+                if unl is not None:
+                    xu1, xu2 = (v.to(device, non_blocking=True) for v in unl.views)
+                    idu = unl.ids.to(device)
+                else:  # this rank's shard is exhausted; keep collectives in step
+                    xu1, xu2 = xl1[:0], xl2[:0]
+                    idu = idl[:0]
+                nl = xl1.shape[0]
+                gen = None
+                if plan.needs_bank:  # bank sampling only
+                    gen = torch.Generator(device=device).manual_seed(
+                        cfg.seed * 1_000_003 + epoch * 10_007 + step * 101 + dist.rank()
+                    )
 
-    while state.epoch < until_epoch:
-        epoch = state.epoch
-        unl_loader.set_epoch(epoch)
-        steps = len(unl_loader)
-        if cfg.distributed:
-            steps = int(dist.all_reduce_max(torch.tensor(steps)).item())
-        labeled_batches = lab_loader.cycle(epoch * 10_000, steps)  # each epoch: fresh sub-epochs
-        unl_iter = iter(unl_loader)
-        record = history is not None and history.in_window(epoch)
-        sums: dict[str, float] = {}
-        seen, t0 = 0, time.perf_counter()
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{until_epoch}", leave=False,
-                   disable=not (progress and dist.is_main() and sys.stderr.isatty()))
-        for step in bar:
-            lr = learning_rate(tp.lr, epoch + step / max(steps, 1), cfg.total_epochs)
-            for group in state.optimizer.param_groups:
-                group["lr"] = lr
-            lab = next(labeled_batches)
-            unl = next(unl_iter, None)
-            xl1, xl2 = (v.to(device, non_blocking=True) for v in lab.views)
-            idl = lab.ids.to(device)
-            if unl is not None:
-                xu1, xu2 = (v.to(device, non_blocking=True) for v in unl.views)
-                idu = unl.ids.to(device)
-            else:  # this rank's shard is exhausted; keep collectives in step
-                xu1, xu2 = xl1[:0], xl2[:0]
-                idu = idl[:0]
-            nl = xl1.shape[0]
-            gen = None
-            if plan.needs_bank:  # bank sampling only
-                gen = torch.Generator(device=device).manual_seed(
-                    cfg.seed * 1_000_003 + epoch * 10_007 + step * 101 + dist.rank()
-                )
+                with amp():
+                    logits, q = qnet(torch.cat([xl1, xu1]))
+                with torch.no_grad():
+                    model.momentum_update()
+                    with amp():  # labeled keys only for the bank terms
+                        logits_k, k = model.keys(torch.cat([xl2, xu2]) if plan.needs_bank else xu2)
+                if use_amp:
+                    logits, q, logits_k, k = logits.float(), q.float(), logits_k.float(), k.float()
+                ql, qu = q[:nl], q[nl:]
+                kl, ku, logits_ku = (k[:nl], k[nl:], logits_k[nl:]) if plan.needs_bank else (None, k, logits_k)
+                yl = labels[idl]
+                sup_mask = in_sup[idl]
+                terms: dict[str, torch.Tensor] = {"sup": losses.sup_loss(logits[:nl][sup_mask], yl[sup_mask])}
+                den_u = denied[idu]
+                has_neg = den_u.any(dim=1)
+                queue = model.queue.detach()  # enqueue runs after backward and step: no copy needed
+                if plan.contrastive_unlabeled:
+                    if plan.contrastive_negative:  # samples with a denied class are in L_c.n instead
+                        terms["c_u"] = losses.contrastive_unlabeled(qu[~has_neg], ku[~has_neg], queue, cp.temperature)
+                    else:
+                        terms["c_u"] = losses.contrastive_unlabeled(qu, ku, queue, cp.temperature)
+                if plan.contrastive_labeled:
+                    bmask = in_bank[idl]
+                    pos, valid = bank.sample_positives(idl[bmask], yl[bmask], gen)
+                    terms["c_l"] = losses.contrastive_labeled(
+                        ql[bmask], kl[bmask], pos, valid, queue, cp.temperature
+                    )
+                if plan.contrastive_negative:
+                    hard, hvalid = bank.sample_negatives(den_u[has_neg], cp.hard_negatives, gen)
+                    terms["c_n"] = losses.contrastive_negative(
+                        qu[has_neg], ku[has_neg], queue, hard, hvalid, cp.temperature
+                    )
+                if plan.negative_loss:
+                    terms["neg"] = losses.negative_loss(logits[nl:], den_u)
+                if plan.denied_consistency:
+                    terms["cons"] = losses.denied_consistency(logits[nl:], logits_ku, den_u)
+                total = terms["sup"]
+                for name in ("c_u", "c_l", "c_n"):
+                    if name in terms:
+                        total = total + plan.lambda_ctr * terms[name]
+                if "neg" in terms:
+                    total = total + plan.lambda_neg * terms["neg"]
+                if "cons" in terms:
+                    total = total + plan.lambda_cons * terms["cons"]
 
-            with amp():
-                logits, q = qnet(torch.cat([xl1, xu1]))
-            with torch.no_grad():
-                model.momentum_update()
-                with amp():  # labeled keys only for the bank terms
-                    logits_k, k = model.keys(torch.cat([xl2, xu2]) if plan.needs_bank else xu2)
-            if use_amp:
-                logits, q, logits_k, k = logits.float(), q.float(), logits_k.float(), k.float()
-            ql, qu = q[:nl], q[nl:]
-            kl, ku, logits_ku = (k[:nl], k[nl:], logits_k[nl:]) if plan.needs_bank else (None, k, logits_k)
-            yl = labels[idl]
-            sup_mask = in_sup[idl]
-            terms: dict[str, torch.Tensor] = {"sup": losses.sup_loss(logits[:nl][sup_mask], yl[sup_mask])}
-            den_u = denied[idu]
-            has_neg = den_u.any(dim=1)
-            queue = model.queue.detach()  # enqueue runs after backward and step: no copy needed
-            if plan.contrastive_unlabeled:
-                if plan.contrastive_negative:  # samples with a denied class are in L_c.n instead
-                    terms["c_u"] = losses.contrastive_unlabeled(qu[~has_neg], ku[~has_neg], queue, cp.temperature)
+                state.optimizer.zero_grad(set_to_none=True)
+                if use_amp:
+                    scaler.scale(total).backward()
+                    scaler.step(state.optimizer)
+                    scaler.update()
                 else:
-                    terms["c_u"] = losses.contrastive_unlabeled(qu, ku, queue, cp.temperature)
-            if plan.contrastive_labeled:
-                bmask = in_bank[idl]
-                pos, valid = bank.sample_positives(idl[bmask], yl[bmask], gen)
-                terms["c_l"] = losses.contrastive_labeled(
-                    ql[bmask], kl[bmask], pos, valid, queue, cp.temperature
-                )
-            if plan.contrastive_negative:
-                hard, hvalid = bank.sample_negatives(den_u[has_neg], cp.hard_negatives, gen)
-                terms["c_n"] = losses.contrastive_negative(
-                    qu[has_neg], ku[has_neg], queue, hard, hvalid, cp.temperature
-                )
-            if plan.negative_loss:
-                terms["neg"] = losses.negative_loss(logits[nl:], den_u)
-            if plan.denied_consistency:
-                terms["cons"] = losses.denied_consistency(logits[nl:], logits_ku, den_u)
-            total = terms["sup"]
-            for name in ("c_u", "c_l", "c_n"):
-                if name in terms:
-                    total = total + plan.lambda_ctr * terms[name]
-            if "neg" in terms:
-                total = total + plan.lambda_neg * terms["neg"]
-            if "cons" in terms:
-                total = total + plan.lambda_cons * terms["cons"]
+                    total.backward()
+                    state.optimizer.step()
 
-            state.optimizer.zero_grad(set_to_none=True)
-            if use_amp:
-                scaler.scale(total).backward()
-                scaler.step(state.optimizer)
-                scaler.update()
-            else:
-                total.backward()
-                state.optimizer.step()
+                with torch.no_grad():
+                    model.enqueue(ku)
+                    if plan.needs_bank:
+                        bank.update(idl[in_bank[idl]], kl[in_bank[idl]])
+                    if record:
+                        probs = torch.softmax(logits[nl:].detach(), dim=1)
+                        all_ids = dist.all_gather_varlen(idu)
+                        all_probs = dist.all_gather_varlen(probs)
+                        if dist.is_main():
+                            history.record(epoch, all_ids.cpu().numpy(), all_probs.cpu().numpy())
+                terms["total"] = total
+                for name, value in terms.items():
+                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                seen += nl + xu1.shape[0]
 
-            with torch.no_grad():
-                model.enqueue(ku)
-                if plan.needs_bank:
-                    bank.update(idl[in_bank[idl]], kl[in_bank[idl]])
-                if record:
-                    probs = torch.softmax(logits[nl:].detach(), dim=1)
-                    all_ids = dist.all_gather_varlen(idu)
-                    all_probs = dist.all_gather_varlen(probs)
-                    if dist.is_main():
-                        history.record(epoch, all_ids.cpu().numpy(), all_probs.cpu().numpy())
-            terms["total"] = total
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + float(value.detach())
-            seen += nl + xu1.shape[0]
-        labeled_batches.close()  # stop the decoding threads now, not at garbage collection
-        unl_iter.close()
-
-        state.epoch += 1
-        dist.sync_buffers(model)  # BN statistics follow each rank's batches; keep rank 0's
-        seconds = time.perf_counter() - t0
-        row = {"epoch": epoch, "lr": lr if steps else tp.lr, "steps": steps, "seconds": seconds}
-        row.update({f"loss_{k}": v / max(steps, 1) for k, v in sums.items()})
-        row["images_per_s"] = seen * (dist.world_size()) / seconds if seconds > 0 else 0.0
-        rows.append(row)
-        if log is not None and dist.is_main():
-            parts = " ".join(f"{k[5:]}={v:.3f}" for k, v in row.items() if k.startswith("loss_"))
-            log(f"epoch {epoch + 1}/{until_epoch} {parts} {row['images_per_s']:.0f} img/s")
-        if on_epoch_end is not None:
-            on_epoch_end(state, row)
+            state.epoch += 1
+            dist.sync_buffers(model)  # BN statistics follow each rank's batches; keep rank 0's
+            seconds = time.perf_counter() - t0
+            row = {"epoch": epoch, "lr": lr if steps else tp.lr, "steps": steps, "seconds": seconds}
+            row.update({f"loss_{k}": v / max(steps, 1) for k, v in sums.items()})
+            row["images_per_s"] = seen * (dist.world_size()) / seconds if seconds > 0 else 0.0
+            rows.append(row)
+            if log is not None and dist.is_main():
+                parts = " ".join(f"{k[5:]}={v:.3f}" for k, v in row.items() if k.startswith("loss_"))
+                log(f"epoch {epoch + 1}/{until_epoch} {parts} {row['images_per_s']:.0f} img/s")
+            if on_epoch_end is not None:
+                on_epoch_end(state, row)
     return rows
 
 

@@ -18,11 +18,11 @@ from pipeline.datasets.augment import (
     crop_resize,
     grayscale,
     hsv_to_rgb,
-    random_resized_crop_boxes,
     rgb_to_hsv,
 )
 from pipeline.datasets.loaders import _PlannedEpochIterator
 from pipeline.datasets.seeding import epoch_permutation, sample_uniforms
+from pipeline.datasets.view_kernels import strong_params
 from pipeline.datasets.sharding import epoch_order, num_batches, shard_batches
 
 N_TRAIN = 75
@@ -134,10 +134,19 @@ def test_color_ops_identity_and_grayscale() -> None:
 @settings(max_examples=50, deadline=None)
 @given(height=st.integers(4, 64), width=st.integers(4, 64), seed=st.integers(0, 10_000))
 def test_random_resized_crop_boxes_fit_and_respect_scale(height: int, width: int, seed: int) -> None:
-    u = sample_uniforms(seed, 0, 0, np.arange(32), 40)
-    top, left, h, w = random_resized_crop_boxes(u, height, width, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3))
+    config = AugmentConfig(mean=MEAN, std=STD, crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3))
+    spec = ViewMaker(["strong"], input_hw=(height, width), output_hw=(height, width), resize=False,
+                     config=config, seed=seed)._strong_spec
+    boxes, *_ = strong_params(seed, 0, 0, np.arange(32), height, width, spec)
+    top, left, h, w = boxes.T
     assert (top >= 0).all() and (left >= 0).all() and (h >= 1).all() and (w >= 1).all()
     assert (top + h <= height).all() and (left + w <= width).all()
+    # a box is a try within scale and ratio (up to rounding) or the fallback's central crop
+    area = h * w / (height * width)
+    ratio = w / h
+    tried = (area >= 0.2 - (h + w + 1) / (height * width)) & (ratio > 0.5) & (ratio < 2.0)
+    central = (top == (height - h) // 2) & (left == (width - w) // 2)
+    assert (tried | central).all()
 
 
 def test_crop_resize_identity_box_and_flip_are_exact() -> None:
@@ -245,6 +254,18 @@ def test_cycle_runs_epochs_back_to_back(data) -> None:
     assert_same_batches(list(loader.cycle(11, 2)), expected[3:5])
 
 
+def test_one_stream_over_several_epochs_equals_the_epochs_one_by_one(data) -> None:
+    """epochs(a, b) and cycles([...], n) give the batches of separate iterations, through
+    one decoding thread per stream."""
+    _, beton = data
+    loader = loader_for(beton, batch_size=16)
+    loader.set_epoch(2)
+    assert_same_batches(list(loader.epochs(2, 5)), [b for _ in range(3) for b in epoch_batches(loader)])
+    small = loader_for(beton, indices=np.arange(0, N_TRAIN, 9), batch_size=3)
+    assert_same_batches(list(small.cycles([0, 10_000], 5)), list(small.cycle(0, 5)) + list(small.cycle(10_000, 5)))
+    assert [len(ids) for _, ids in small.cycle_plan(0, 5)] == [3, 3, 3, 3, 3]
+
+
 def test_same_seed_same_batches_and_set_epoch_replays(data) -> None:
     _, beton = data
     running = loader_for(beton)
@@ -333,9 +354,8 @@ def test_abandoned_epoch_with_full_queue_stops_its_thread(data) -> None:
     loader = loader_for(beton, views=["raw"], batch_size=20)  # 4 batches: 1 taken, 3 fill FFCV's queue
     epoch = iter(loader)
     next(epoch)
-    time.sleep(0.3)  # the prefetch thread and FFCV's thread are now blocked on full queues
-    threads = [t for t in threading.enumerate()
-               if isinstance(t, _PlannedEpochIterator) or t.name == "obcp-prefetch"]
+    time.sleep(0.3)  # FFCV's thread (decoding + views) is now blocked on its full queue
+    threads = [t for t in threading.enumerate() if isinstance(t, _PlannedEpochIterator)]
     del epoch
     assert threads and not any(t.is_alive() for t in threads)
 

@@ -1,7 +1,7 @@
 """Batched, seed-keyed image views for contrastive training (torch, any device).
 
 FFCV reads and decodes; the random part of every view happens here, on a whole
-batch, with parameters drawn from :func:`~pipeline.datasets.seeding.sample_uniforms`
+batch, with parameters drawn from :func:`~pipeline.datasets.seeding.uniform`
 keyed by (seed, epoch, view slot, sample_id). A sample therefore gets the same
 augmentation whatever batch, rank or device it lands on, and any epoch can be
 replayed in a fresh process. (FFCV 1.0.2's own random transforms draw from numba's
@@ -20,8 +20,9 @@ View kinds (input ``[B, 3, H, W]`` uint8, output ``[B, 3, h, w]``):
   at least 64 px with sigma in [0.1, 2.0] x side/224, flip if allowed), normalised.
 
 Two backends compute the same views: torch ops on a whole batch (GPU tensors), and
-compiled numba kernels (:mod:`pipeline.datasets.cpu_views`, CPU tensors), which release
-the GIL so that the loader thread prepares the next batch while the model trains.
+compiled numba kernels (:mod:`pipeline.datasets.view_kernels`, CPU tensors), which release
+the GIL so that the loader thread prepares the next batch while the model trains. Both
+draw each sample's random parameters with the same compiled code.
 """
 from __future__ import annotations
 
@@ -33,21 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.datasets import cpu_views
+from pipeline.datasets import view_kernels
 from pipeline.datasets.errors import LoaderConfigError
-from pipeline.datasets.seeding import sample_uniforms
 
 VIEW_KINDS: tuple[str, ...] = ("raw", "clean", "weak", "strong")
 BACKENDS: tuple[str, ...] = ("auto", "numba", "torch")  # auto: numba for CPU tensors, torch on GPUs
 _GRAY = (0.2989, 0.587, 0.114)
-_RRC_TRIES = 10
-# Layout of the per-sample uniforms of a strong view.
-_U_CROP = slice(0, 4 * _RRC_TRIES)
-_U_FLIP = 4 * _RRC_TRIES
-_U_JITTER_P, _U_JITTER = _U_FLIP + 1, slice(_U_FLIP + 2, _U_FLIP + 6)
-_U_GRAY = _U_FLIP + 6
-_U_BLUR_P, _U_BLUR = _U_FLIP + 7, _U_FLIP + 8
-_STRONG_UNIFORMS = _U_FLIP + 9
 
 
 @dataclass(frozen=True)
@@ -119,81 +111,82 @@ class ViewMaker:
         self.pad = int(round(config.translate * side)) if (same or resize) else 0
         self._mean = np.asarray(config.mean, dtype=np.float32)
         self._std = np.asarray(config.std, dtype=np.float32)
+        b, c, s, h = (float(v) for v in config.jitter)
+        self._strong_spec = view_kernels.StrongSpec(
+            scale_lo=float(config.crop_scale[0]), scale_hi=float(config.crop_scale[1]),
+            log_ratio_lo=math.log(config.crop_ratio[0]), log_ratio_hi=math.log(config.crop_ratio[1]),
+            ratio_lo=float(min(config.crop_ratio)), ratio_hi=float(max(config.crop_ratio)), hflip=bool(config.hflip),
+            jitter_p=float(config.jitter_p), jitter_lo=(max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -h),
+            jitter_hi=(1 + b, 1 + c, 1 + s, h), gray_p=float(config.gray_p), blur_p=float(blur_p),
+            blur_lo=self.blur_sigma[0], blur_hi=self.blur_sigma[1],
+            blur_radius=_blur_radius(self.blur_sigma[1], *output_hw),
+        )
         if not resize and (output_hw[0] > input_hw[0] or output_hw[1] > input_hw[1]):
             raise LoaderConfigError(f"Output size {output_hw} is larger than the decoded size {input_hw}.")
 
     def __call__(self, images: torch.Tensor, ids: np.ndarray, epoch: int) -> list[torch.Tensor]:
-        """``images [B, 3, H, W]`` uint8 → one tensor per view (uint8 for ``raw``, else float32)."""
-        x_native = None
-        base = None
+        """``images [B, 3, H, W]`` uint8 (any strides) → one tensor per view (uint8 for
+        ``raw``, else float32 ``[B, 3, h, w]``)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        compiled = self._compiled(images)
+        resized = self.resize and tuple(self.input_hw) != tuple(self.output_hw)
+        unit = base = None  # images in [0, 1] and the clean/weak views' source, for torch ops
         out = []
         for slot, kind in enumerate(self.views):
             if kind == "raw":
                 out.append(images.clone())
-                continue
-            if x_native is None:
-                x_native = images.float().div_(255.0)
-            if kind == "strong":
-                out.append(self._strong(x_native, ids, epoch, slot))
-                continue
-            if base is None:
-                base = x_native
-                if self.resize and tuple(self.input_hw) != tuple(self.output_hw):
-                    base = F.interpolate(x_native, size=self.output_hw, mode="bilinear",
-                                         align_corners=False, antialias=True).clamp_(0, 1)
-            if kind == "clean":
-                out.append(self._normalise(_center_crop(base, self.output_hw)))
+            elif compiled and kind == "strong":
+                out.append(self._kernel(view_kernels.strong_views, images, epoch, slot, ids, self._strong_spec))
+            elif compiled and kind == "weak" and not resized:
+                pad = max(0, min(self.pad, self.input_hw[0] - 1, self.input_hw[1] - 1))
+                out.append(self._kernel(view_kernels.weak_views, images, epoch, slot, ids, pad, bool(self.config.hflip)))
             else:
-                out.append(self._weak(base, ids, epoch, slot))
+                if unit is None:
+                    unit = images.float().div_(255.0)
+                if kind == "strong":
+                    out.append(self._strong(unit, ids, epoch, slot))
+                    continue
+                if base is None:
+                    base = unit if not resized else F.interpolate(
+                        unit, size=self.output_hw, mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+                if kind == "clean":
+                    out.append(self._normalise(_center_crop(base, self.output_hw)))
+                else:
+                    out.append(self._weak(base, ids, epoch, slot))
         return out
 
     def _compiled(self, x: torch.Tensor) -> bool:
         """Use the numba kernels (CPU tensors), else torch ops (any device)."""
         return self.backend == "numba" or (self.backend == "auto" and x.device.type == "cpu")
 
+    def _kernel(self, kernel, images: torch.Tensor, epoch: int, slot: int, ids: np.ndarray, *args) -> torch.Tensor:
+        """Run a view kernel of :mod:`view_kernels` on the uint8 pixels, straight from the
+        decoder's buffer (the kernel scales them to [0, 1])."""
+        out = torch.empty((images.shape[0], 3, *self.output_hw), dtype=torch.float32)
+        kernel(images.numpy(), self.seed, epoch, slot, ids, *args, self._mean, self._std, out.numpy())
+        return out
+
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.config.mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.config.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    def _uniforms(self, ids: np.ndarray, epoch: int, slot: int, count: int) -> np.ndarray:
-        return sample_uniforms(self.seed, epoch, slot, ids, count)
-
     def _weak(self, x: torch.Tensor, ids: np.ndarray, epoch: int, slot: int) -> torch.Tensor:
-        """Exact integer translation (reflect padding) + optional flip, normalised: ``[B, 3, h, w]``."""
-        u = self._uniforms(ids, epoch, slot, 3)
+        """Torch ops: exact integer translation (reflect padding) + optional flip of ``x``
+        in [0, 1], normalised: ``[B, 3, h, w]``."""
         pad = max(0, min(self.pad, x.shape[-2] - 1, x.shape[-1] - 1))
         oh, ow = self.output_hw
-        top = np.floor(u[:, 0] * (x.shape[-2] + 2 * pad - oh + 1)).astype(np.int64)
-        left = np.floor(u[:, 1] * (x.shape[-1] + 2 * pad - ow + 1)).astype(np.int64)
-        flip = (u[:, 2] < 0.5) & self.config.hflip
-        if self._compiled(x):
-            out = torch.empty((x.shape[0], 3, oh, ow), dtype=torch.float32)
-            cpu_views.weak_views(x.contiguous().numpy(), top, left, pad, flip, self._mean, self._std, out.numpy())
-            return out
+        top, left, flip = view_kernels.weak_params(self.seed, epoch, slot, ids, x.shape[-2] + 2 * pad - oh + 1,
+                                                   x.shape[-1] + 2 * pad - ow + 1, bool(self.config.hflip))
         x = F.pad(x, (pad, pad, pad, pad), mode="reflect") if pad > 0 else x
         return self._normalise(_gather_crops(x, top, left, (oh, ow), flip))
 
     def _strong(self, x: torch.Tensor, ids: np.ndarray, epoch: int, slot: int) -> torch.Tensor:
-        """MoCo v2 view from the decoded image ``x [B, 3, H, W]`` in [0, 1], normalised."""
-        cfg = self.config
-        u = self._uniforms(ids, epoch, slot, _STRONG_UNIFORMS)
-        height, width = x.shape[-2:]
-        top, left, crop_h, crop_w = random_resized_crop_boxes(
-            u[:, _U_CROP], height, width, scale=cfg.crop_scale, ratio=cfg.crop_ratio)
-        flip = (u[:, _U_FLIP] < 0.5) & cfg.hflip
-        jitter_on = u[:, _U_JITTER_P] < cfg.jitter_p
-        factors = _jitter_factors(u[:, _U_JITTER], cfg.jitter)
-        gray_on = u[:, _U_GRAY] < cfg.gray_p
-        lo, hi = self.blur_sigma
-        sigma = np.where(u[:, _U_BLUR_P] < self.blur_p, lo + (hi - lo) * u[:, _U_BLUR], 0.0).astype(np.float32)
-        if self._compiled(x):
-            out = torch.empty((x.shape[0], 3, *self.output_hw), dtype=torch.float32)
-            cpu_views.strong_views(x.contiguous().numpy(), np.stack([top, left, crop_h, crop_w], axis=1), flip,
-                                   factors, jitter_on, gray_on, sigma, _blur_radius(hi, *self.output_hw),
-                                   self._mean, self._std, out.numpy())
-            return out
-        y = crop_resize(x, top, left, crop_h, crop_w, self.output_hw, flip)
+        """Torch ops: MoCo v2 view of ``x [B, 3, H, W]`` in [0, 1], normalised."""
+        spec = self._strong_spec
+        boxes, flip, factors, jitter_on, gray_on, sigma = view_kernels.strong_params(
+            self.seed, epoch, slot, ids, x.shape[-2], x.shape[-1], spec)
+        y = crop_resize(x, *boxes.T, self.output_hw, flip)
         on = np.flatnonzero(jitter_on)
         if len(on):
             y[on] = color_jitter(y[on], torch.as_tensor(factors[on], dtype=y.dtype, device=y.device))
@@ -202,44 +195,8 @@ class ViewMaker:
             y[on] = grayscale(y[on]).expand(-1, 3, -1, -1)
         on = np.flatnonzero(sigma > 0)
         if len(on):
-            y[on] = gaussian_blur(y[on], sigma[on], max_sigma=hi)
+            y[on] = gaussian_blur(y[on], sigma[on], max_sigma=spec.blur_hi)
         return self._normalise(y)
-
-
-def random_resized_crop_boxes(u: np.ndarray, height: int, width: int, *, scale: tuple[float, float],
-                              ratio: tuple[float, float]) -> tuple[np.ndarray, ...]:
-    """torchvision's ``RandomResizedCrop.get_params``, vectorised over samples.
-
-    ``u`` is ``[B, 4 * tries]`` uniforms (area, log-ratio, top, left per try).
-    Returns ``top, left, h, w``, each ``[B]`` int64 pixels, with the same fallback
-    (the central crop of clamped aspect ratio) when no try fits.
-    """
-    tries = u.shape[1] // 4
-    u = u[:, : 4 * tries].reshape(len(u), tries, 4)
-    area = float(height * width)
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    target = area * (scale[0] + (scale[1] - scale[0]) * u[..., 0])  # [B, tries]
-    aspect = np.exp(log_lo + (log_hi - log_lo) * u[..., 1])
-    w = np.rint(np.sqrt(target * aspect)).astype(np.int64)
-    h = np.rint(np.sqrt(target / aspect)).astype(np.int64)
-    ok = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    top = np.floor(u[..., 2] * (height - h + 1)).astype(np.int64)
-    left = np.floor(u[..., 3] * (width - w + 1)).astype(np.int64)
-    first = ok.argmax(axis=1)
-    rows = np.arange(len(u))
-    out_top, out_left, out_h, out_w = top[rows, first], left[rows, first], h[rows, first], w[rows, first]
-    # Fallback: central crop.
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        fw, fh = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        fh, fw = height, int(round(height * max(ratio)))
-    else:
-        fw, fh = width, height
-    none = ~ok.any(axis=1)
-    out_top[none], out_left[none] = (height - fh) // 2, (width - fw) // 2
-    out_h[none], out_w[none] = fh, fw
-    return out_top, out_left, out_h, out_w
 
 
 def crop_resize(x: torch.Tensor, top: np.ndarray, left: np.ndarray, crop_h: np.ndarray, crop_w: np.ndarray,
@@ -279,14 +236,6 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     hsv = rgb_to_hsv(x)
     hue = torch.remainder(hsv[:, 0] + factors[:, 3].view(-1, 1, 1), 1.0)
     return hsv_to_rgb(torch.stack((hue, hsv[:, 1], hsv[:, 2]), dim=1))
-
-
-def _jitter_factors(u: np.ndarray, strength: tuple[float, float, float, float]) -> np.ndarray:
-    """``u [B, 4]`` uniforms → ``[B, 4]`` factors: U(1 - s, 1 + s) x3, hue U(-h, h)."""
-    b, c, s, h = strength
-    lo = np.array([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -h])
-    hi = np.array([1 + b, 1 + c, 1 + s, h])
-    return (lo + (hi - lo) * u).astype(np.float32)
 
 
 def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,8 @@ ours, because FFCV's are not reproducible enough for resumable, distributed trai
   (:mod:`pipeline.datasets.sharding`): every sample exactly once, same batch count on
   every rank, a function of (seed, epoch) only;
 - augmentation: FFCV's random transforms use numba's unseeded per-thread RNG; ours are
-  batched torch ops keyed by (seed, epoch, view slot, sample_id)
-  (:mod:`pipeline.datasets.augment`).
+  keyed by (seed, epoch, view slot, sample_id) (:mod:`pipeline.datasets.augment`) and
+  made in FFCV's thread right after decoding, ahead of the consumer.
 
 The FFCV pipeline per batch is: ``image`` decoded to ``[B, H, W, 3]`` uint8 (center
 square resized to a fixed size for variable-size data), ``label`` and ``sample_id`` as
@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numba
 import numpy as np
@@ -32,7 +31,12 @@ import torch
 
 from pipeline.datasets.augment import AugmentConfig, ViewMaker, check_views
 from pipeline.datasets.beton import BetonInfo, check_beton
-from pipeline.datasets.errors import ConvertedDataMissingError, LoaderConfigError, LoaderRuntimeError
+from pipeline.datasets.errors import (
+    ConvertedDataMissingError,
+    DatasetError,
+    LoaderConfigError,
+    LoaderRuntimeError,
+)
 from pipeline.datasets.ffcv_compat import (
     IS_CUDA,
     CenterCropRGBImageDecoder,
@@ -61,27 +65,40 @@ class Batch:
         return int(self.ids.shape[0])
 
 
+Planned = tuple[int, np.ndarray]  # (epoch, sample ids [b]) of one batch
+_FAILED = object()
+
+
 class _PlannedEpochIterator(EpochIterator):
-    """FFCV's epoch iterator fed with our own list of batches.
+    """FFCV's epoch iterator fed with our own batches, making whole :class:`Batch` objects.
 
     ``__init__`` mirrors ``ffcv.loader.epoch_iterator.EpochIterator.__init__`` (1.0.2)
-    except that the batches are given instead of cut from the order in fixed-size
-    chunks, so batches may be smaller than the loader's batch size (never larger).
-    A failure in the decoding thread is re-raised in the consumer instead of hanging.
+    except that the batches come from ``planned``, an iterator of (epoch, ids) read
+    lazily (any number of epochs back to back, never held in memory at once), instead
+    of being cut from one epoch's order, so batches may be smaller than the loader's
+    batch size (never larger). FFCV's thread decodes each batch and then, in
+    :meth:`run_pipeline`, hands it to ``make_batch`` (the views), so one thread per
+    stream does all the work ahead of the consumer (up to ``batches_ahead`` batches).
+    A failure in that thread is re-raised in the consumer instead of hanging.
+
+    The reader must use the OS page cache (``os_cache=True``): FFCV's process cache
+    needs every batch of an epoch up front to schedule its page reads.
     """
 
-    def __init__(self, loader: Loader, batches: list[np.ndarray]):  # noqa: D107 - see class docstring
+    def __init__(self, loader: Loader, planned: Iterator[Planned],  # noqa: D107 - see class docstring
+                 make_batch: Callable[[tuple, Planned], Batch]):
         threading.Thread.__init__(self, daemon=True)
         self.loader = loader
-        self.order = np.concatenate(batches)
         self.metadata = loader.reader.metadata
         self.current_batch_slot = 0
-        self.iter_ixes = iter(batches)
+        self.iter_ixes = self._sample_ids(planned)
         self.closed = False
         self.output_queue = queue.Queue(loader.batches_ahead)
         self.terminate_event = threading.Event()
         self.error: BaseException | None = None
-        self.memory_context = loader.memory_manager.schedule_epoch(batches)
+        self.make_batch = make_batch
+        self.batch_plan: Planned | None = None  # of the batch being decoded
+        self.memory_context = loader.memory_manager.schedule_epoch(None)
         if IS_CUDA:
             self.current_stream = torch.cuda.current_stream()
         self.memory_context.__enter__()
@@ -90,20 +107,38 @@ class _PlannedEpochIterator(EpochIterator):
         self.memory_allocations = loader.graph.allocate_memory(loader.batch_size, loader.batches_ahead + 2)
         self.start()
 
+    def _sample_ids(self, planned: Iterator[Planned]) -> Iterator[np.ndarray]:
+        for batch_plan in planned:
+            self.batch_plan = batch_plan
+            yield batch_plan[1]
+
+    def run_pipeline(self, b_ix, batch_indices, batch_slot, cuda_event) -> Batch:  # noqa: ANN001 - FFCV's
+        decoded = super().run_pipeline(b_ix, batch_indices, batch_slot, cuda_event)
+        assert self.batch_plan is not None
+        return self.make_batch(decoded, self.batch_plan)
+
     def run(self) -> None:
         try:
             super().run()
         except BaseException as err:  # noqa: BLE001 - handed to the consumer thread
             self.error = err
+            while not self.terminate_event.is_set():
+                try:
+                    self.output_queue.put(_FAILED, timeout=0.05)
+                    return
+                except queue.Full:
+                    continue
 
     def close(self) -> None:
-        """Stop the decoding thread and wait for it (also when the epoch was abandoned).
+        """Stop the decoding thread and wait for it (also when the stream was abandoned).
 
-        FFCV's thread ends an epoch with a *blocking* ``put(None)``; if the consumer
-        left with the queue full it would wait forever, holding its batch buffers. So
-        the remaining batches are dropped (the thread finishes the one in hand) and the
-        queue is drained until the thread has exited.
+        FFCV's thread ends with a *blocking* ``put(None)``; if the consumer left with
+        the queue full it would wait forever, holding its batch buffers. So the
+        remaining batches are dropped (the thread finishes the one in hand) and the
+        queue is drained until the thread has exited. Idempotent.
         """
+        if self.closed:
+            return
         self.terminate_event.set()
         self.iter_ixes = iter(())
         if threading.current_thread() is not self:
@@ -112,6 +147,7 @@ class _PlannedEpochIterator(EpochIterator):
                 self.join(timeout=0.05)
         self._drain()
         super().close()
+        self.closed = True
 
     def _drain(self) -> None:
         try:
@@ -120,25 +156,30 @@ class _PlannedEpochIterator(EpochIterator):
         except queue.Empty:
             pass
 
-    def __next__(self) -> Any:
+    def __next__(self) -> Batch:
         while True:
             try:
                 result = self.output_queue.get(timeout=_POLL_SECONDS)
                 break
             except queue.Empty:
                 if not self.is_alive() and self.output_queue.empty():
-                    self.close()
-                    raise LoaderRuntimeError(
-                        f"FFCV's decoding thread stopped while reading {self.loader.fname}: "
-                        f"{self.error!r}. Check the file with check_beton() and reconvert it if needed."
-                    ) from self.error
+                    result = _FAILED
+                    break
         if result is None:
             self.close()
             raise StopIteration
-        slot, result = result
+        if result is _FAILED:
+            self.close()
+            if isinstance(self.error, DatasetError):  # ours, with its own message (e.g. ids off the plan)
+                raise self.error
+            raise LoaderRuntimeError(
+                f"FFCV's decoding thread stopped while reading {self.loader.fname}: "
+                f"{self.error!r}. Check the file with check_beton() and reconvert it if needed."
+            ) from self.error
+        slot, batch = result
         if IS_CUDA:
             self.current_stream.wait_stream(self.cuda_streams[slot])
-        return result
+        return batch
 
 
 class ViewLoader:
@@ -228,13 +269,28 @@ class ViewLoader:
     def __iter__(self) -> Iterator[Batch]:
         epoch = self._epoch
         self._epoch += 1
-        return self._stream([(epoch, ids) for ids in self.plan(epoch)])
+        return self.epochs(epoch, epoch + 1)
+
+    def epochs(self, start: int, stop: int) -> Iterator[Batch]:
+        """The batches of epochs ``start`` … ``stop - 1`` back to back, ``len(self)`` per
+        epoch, through one decoding thread: the next epoch's first batches are made
+        while this one ends."""
+        return self._stream((epoch, ids) for epoch in range(start, stop) for ids in self.plan(epoch))
 
     def cycle(self, start_epoch: int, num_batches: int) -> Iterator[Batch]:
         """``num_batches`` batches of epochs ``start_epoch``, ``start_epoch + 1``, … back to
-        back, through one decoding thread: for a small set (the labeled one) that is
-        visited many times per epoch of a large one."""
-        planned: list[tuple[int, np.ndarray]] = []
+        back: for a small set (the labeled one) that is visited many times per epoch of a
+        large one."""
+        return self.cycles([start_epoch], num_batches)
+
+    def cycles(self, start_epochs: Iterable[int], num_batches: int) -> Iterator[Batch]:
+        """:meth:`cycle` from each of ``start_epochs`` in turn (``num_batches`` each), all
+        through one decoding thread."""
+        return self._stream(planned for start in start_epochs for planned in self.cycle_plan(start, num_batches))
+
+    def cycle_plan(self, start_epoch: int, num_batches: int) -> list[Planned]:
+        """(epoch, sample ids ``[b]``) of each batch :meth:`cycle` yields."""
+        planned: list[Planned] = []
         epoch = start_epoch
         while len(planned) < num_batches:
             batches = self.plan(epoch)
@@ -242,98 +298,44 @@ class ViewLoader:
                 raise LoaderConfigError(f"{self.beton}: cannot cycle over an empty subset of samples.")
             planned += [(epoch, ids) for ids in batches]
             epoch += 1
-        return self._stream(planned[:num_batches])
+        return planned[:num_batches]
 
-    def _stream(self, planned: list[tuple[int, np.ndarray]]) -> Iterator[Batch]:
-        """Decode + make views of the planned (epoch, ids) batches, one batch ahead in a thread."""
-        return _prefetched(self._iterate(planned))
-
-    def _iterate(self, planned: list[tuple[int, np.ndarray]]) -> Iterator[Batch]:
-        if not planned:
-            return
+    def _stream(self, planned: Iterator[Planned]) -> Iterator[Batch]:
+        """Decode the planned batches and make their views ahead of the consumer, in
+        FFCV's thread (started at the first ``next``; closing the stream stops it)."""
         with keep_torch_threads():
-            iterator = _PlannedEpochIterator(self._ffcv, [ids for _, ids in planned])
+            iterator = _PlannedEpochIterator(self._ffcv, planned, self._to_batch)
         try:
-            for epoch, ids_planned in planned:
-                images, labels, ids = next(iterator)
-                ids_np = np.asarray(ids).reshape(-1).astype(np.int64)
-                if not np.array_equal(ids_np, ids_planned):
-                    raise LoaderRuntimeError(
-                        f"{self.beton}: decoded sample ids {ids_np[:5]}... differ from the planned "
-                        f"{ids_planned[:5]}...; the file's sample_id field is inconsistent. Reconvert it."
-                    )
-                yield self._to_batch(images, labels, ids_np, epoch)
+            while True:
+                try:
+                    batch = next(iterator)
+                except StopIteration:
+                    return
+                yield batch
         finally:
             iterator.close()
 
-    def _to_batch(self, images: np.ndarray, labels: np.ndarray, ids: np.ndarray, epoch: int) -> Batch:
+    def _to_batch(self, decoded: tuple, batch_plan: Planned) -> Batch:
+        """Check FFCV's ``(images [B, H, W, 3], labels, ids)`` against the plan and make the views."""
+        images, labels, ids = decoded
+        epoch, ids_planned = batch_plan
+        ids = np.asarray(ids).reshape(-1).astype(np.int64)
+        if not np.array_equal(ids, ids_planned):
+            raise LoaderRuntimeError(
+                f"{self.beton}: decoded sample ids {ids[:5]}... differ from the planned "
+                f"{ids_planned[:5]}...; the file's sample_id field is inconsistent. Reconvert it."
+            )
         pixels = torch.from_numpy(images).permute(0, 3, 1, 2)  # [B, 3, H, W] view of FFCV's buffer
         label_t = torch.from_numpy(np.asarray(labels).reshape(-1).astype(np.int64))
         if self.device is not None and self.device.type != "cpu":
             pixels = pixels.to(self.device, non_blocking=True).contiguous()
             label_t = label_t.to(self.device, non_blocking=True)
-        else:
-            pixels = pixels.clone(memory_format=torch.contiguous_format)  # detach from the reused buffer
+        # on CPU the views are made from FFCV's buffer right here, before it is reused
         views = self.view_maker(pixels, ids, epoch)
-        id_t = torch.from_numpy(ids.copy())
+        id_t = torch.from_numpy(ids)
         if self.device is not None:
             id_t = id_t.to(self.device, non_blocking=True)
         return Batch(views=views, labels=label_t, ids=id_t)
-
-
-_END = object()
-
-
-def _prefetched(batches: Iterator[Batch], depth: int = 2) -> Iterator[Batch]:
-    """Produce `batches` (decode + augment) in a thread, up to `depth` ahead.
-
-    The view kernels release the GIL (numba on CPU, torch on GPU), so the next batch's
-    views are made while the consumer trains. Order and content are unchanged (augmentation randomness is keyed by
-    sample id, not by thread or time). An error in the producer is raised here; leaving
-    the loop early stops and joins the producer, which closes `batches`.
-    """
-    out: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: object) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                if not put(batch):
-                    break
-            put(_END)
-        except BaseException as exc:  # handed to the consumer
-            put(exc)
-        finally:
-            batches.close()
-
-    worker = threading.Thread(target=produce, name="obcp-prefetch", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = out.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                while True:
-                    out.get_nowait()
-            except queue.Empty:
-                pass
-            worker.join(timeout=0.005)
 
 
 # FFCV loaders by (file version, decoder, batch size, threads, prefetch depth); see _compiled_reader.
@@ -372,7 +374,7 @@ def _compiled_reader(beton: Path, decoder_key: tuple[int, int] | None, *, batch_
             with keep_torch_threads():
                 reader = Loader(
                     str(beton), batch_size=batch_size, num_workers=num_workers, order=OrderOption.SEQUENTIAL,
-                    distributed=False, seed=0,
+                    distributed=False, seed=0, os_cache=True,  # read through the page cache; see _PlannedEpochIterator
                     pipelines={"image": [decoder], "label": [IntDecoder()], "sample_id": [IntDecoder()]},
                     drop_last=False, batches_ahead=batches_ahead,
                 )
