@@ -36,6 +36,9 @@ from pipeline.moco import LabelBank, ObCP
 from pipeline.models import build_encoder
 
 
+_RECORD_ROWS = 4096  # softmax rows kept on the device between history records (memory O(rows·C))
+
+
 class CheckpointError(ObcpError):
     """A checkpoint is missing, truncated, or was written for another run."""
 
@@ -326,6 +329,7 @@ def train_epochs(
     own_steps = steps = len(unl_loader)  # per epoch; the pool does not change within a call
     if cfg.distributed:
         steps = int(dist.all_reduce_max(torch.tensor(steps)).item())
+    record_every = max(1, _RECORD_ROWS // unl_loader.batch_size)  # steps per history record
     # one stream per loader for the whole call, so that no epoch waits for its first batch
     unl_stream = unl_loader.epochs(state.epoch, until_epoch)
     lab_stream = lab_loader.cycles((labeled_start_epoch(e) for e in range(state.epoch, until_epoch)), steps)
@@ -333,7 +337,8 @@ def train_epochs(
         while state.epoch < until_epoch:
             epoch = state.epoch
             record = history is not None and history.in_window(epoch)
-            sums: dict[str, float] = {}
+            pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (ids, softmax) not yet recorded
+            sums: dict[str, torch.Tensor] = {}
             seen, t0 = 0, time.perf_counter()
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{until_epoch}", leave=False,
                        disable=not (progress and dist.is_main() and sys.stderr.isatty()))
@@ -417,21 +422,19 @@ def train_epochs(
                     if plan.needs_bank:
                         bank.update(idl[in_bank[idl]], kl[in_bank[idl]])
                     if record:
-                        probs = torch.softmax(logits[nl:].detach(), dim=1)
-                        all_ids = dist.all_gather_varlen(idu)
-                        all_probs = dist.all_gather_varlen(probs)
-                        if dist.is_main():
-                            history.record(epoch, all_ids.cpu().numpy(), all_probs.cpu().numpy())
-                terms["total"] = total
-                for name, value in terms.items():
-                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+                        pending.append((idu, torch.softmax(logits[nl:].detach(), dim=1)))
+                        if len(pending) == record_every or step == steps - 1:  # same steps on every rank
+                            _record(history, epoch, pending)
+                    terms["total"] = total
+                    for name, value in terms.items():  # summed on the device: no sync per step
+                        sums[name] = sums[name] + value.double() if name in sums else value.double()
                 seen += nl + xu1.shape[0]
 
             state.epoch += 1
             dist.sync_buffers(model)  # BN statistics follow each rank's batches; keep rank 0's
             seconds = time.perf_counter() - t0
             row = {"epoch": epoch, "lr": lr if steps else tp.lr, "steps": steps, "seconds": seconds}
-            row.update({f"loss_{k}": v / max(steps, 1) for k, v in sums.items()})
+            row.update({f"loss_{k}": float(v) / max(steps, 1) for k, v in sums.items()})
             row["images_per_s"] = seen * (dist.world_size()) / seconds if seconds > 0 else 0.0
             rows.append(row)
             if log is not None and dist.is_main():
@@ -440,6 +443,15 @@ def train_epochs(
             if on_epoch_end is not None:
                 on_epoch_end(state, row)
     return rows
+
+
+def _record(history: PredictionHistory | None, epoch: int, pending: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Gather the pending (ids [b], softmax [b, C]) of every rank and record them on rank 0."""
+    ids = dist.all_gather_varlen(torch.cat([i for i, _ in pending]))
+    probs = dist.all_gather_varlen(torch.cat([p for _, p in pending]))
+    pending.clear()
+    if dist.is_main() and history is not None:
+        history.record(epoch, ids.cpu().numpy(), probs.cpu().numpy())
 
 
 @torch.no_grad()
