@@ -110,7 +110,8 @@ def summary_table(report: dict) -> str:
         lines.append(f"FFCV / DataLoader images/s                  {report['loader']['ratio_vs_batched']:.2f} (same aug.), {report['loader']['ratio_vs_torchvision']:.2f} (torchvision per-sample)")
     if "train" in report:
         t = report["train"]
-        lines.append(f"train loop / pure fwd+bwd (target ≥ 0.90)   {t['ratio']}  ({t['loop_images_per_s']} / {t['pure_images_per_s']} img/s)")
+        lines.append(f"train loop / pure fwd+bwd (target ≥ 0.90)   {t['ratio']} median of epochs, {t['ratio_best']} best/best "
+                     f"({t['loop_images_per_s']} / {t['pure_images_per_s']} img/s)")
     if "cycle" in report:
         lines.append(f"(score+oracle+update) / retrain (≤ 0.05)    max {report['cycle']['max_ratio']}, mean {report['cycle']['mean_ratio']}")
     if "train_cifar" in report:
