@@ -139,7 +139,8 @@ class ViewMaker:
                 out.append(self._kernel(view_kernels.strong_views, images, epoch, slot, ids, self._strong_spec))
             elif compiled and kind == "weak" and not resized:
                 pad = max(0, min(self.pad, self.input_hw[0] - 1, self.input_hw[1] - 1))
-                out.append(self._kernel(view_kernels.weak_views, images, epoch, slot, ids, pad, bool(self.config.hflip)))
+                out.append(self._kernel(view_kernels.weak_views, images, epoch, slot, ids, pad,
+                                        bool(self.config.hflip)))
             else:
                 if unit is None:
                     unit = images.float().div_(255.0)

@@ -207,7 +207,8 @@ def _strong_sample(skey, height, width, spec, box, factors):
     flip = spec.hflip and uniform(skey, _U_FLIP) < 0.5
     jitter_on = uniform(skey, _U_JITTER_P) < spec.jitter_p
     for f in range(4):
-        factors[f] = np.float32(spec.jitter_lo[f] + (spec.jitter_hi[f] - spec.jitter_lo[f]) * uniform(skey, _U_JITTER + f))
+        lo, hi = spec.jitter_lo[f], spec.jitter_hi[f]
+        factors[f] = np.float32(lo + (hi - lo) * uniform(skey, _U_JITTER + f))
     gray_on = uniform(skey, _U_GRAY) < spec.gray_p
     sigma = 0.0
     if uniform(skey, _U_BLUR_P) < spec.blur_p:
