@@ -374,6 +374,16 @@ def test_decoding_thread_failure_is_raised_not_hung(data, monkeypatch: pytest.Mo
         next(iter(loader))
 
 
+def test_errors_of_the_plan_reach_the_consumer_as_they_are(data) -> None:
+    """The plan is read lazily in the decoding thread; its errors keep their type and message."""
+    _, beton = data
+    loader = loader_for(beton, indices=np.arange(5), batch_size=8, drop_last=True)  # no full batch
+    stream = loader.cycle(0, 3)
+    with pytest.raises(LoaderConfigError, match="cannot cycle over an empty subset"):
+        next(stream)
+    assert not [t for t in threading.enumerate() if isinstance(t, _PlannedEpochIterator)]
+
+
 def test_reconverted_file_is_read_afresh(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
 
