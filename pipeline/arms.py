@@ -32,11 +32,17 @@ class ArmsFailedError(ObcpError):
     """One or more arms stopped with an error; the others finished and are kept."""
 
 
+def _can_fork(ctx: RunContext) -> bool:
+    """Arms may run in forked workers: one CPU process (forked workers cannot share a
+    process group or a CUDA context)."""
+    return not ctx.distributed and ctx.device.type == "cpu"
+
+
 def default_workers(ctx: RunContext, n_arms: int) -> int:
     """How many arms to train at once: CPUs ÷ threads per arm on one CPU process, else 1.
 
     ``OBCP_ARM_WORKERS`` overrides it (it never changes results, only wall time)."""
-    if ctx.distributed or ctx.device.type != "cpu":
+    if not _can_fork(ctx):
         return 1
     env = os.environ.get("OBCP_ARM_WORKERS")
     if env:
@@ -87,8 +93,8 @@ def run_arms(ctx: RunContext, arms: Sequence[str], *, workers: int, log: Log = p
     end naming each arm that failed (the other arms still finish)."""
     for arm in arms:
         ctx.params.arm(arm)  # unknown arm: clear error before any work
-    if ctx.distributed or ctx.device.type != "cpu":
-        workers = 1  # forked workers cannot share a process group or a CUDA context
+    if not _can_fork(ctx):
+        workers = 1
     if workers <= 1 or len(arms) <= 1:
         for arm in arms:
             run_active(ctx, arm, log=_tagged(arm, ctx.seed, log if dist.is_main() else (lambda _: None)))

@@ -38,7 +38,7 @@ import pandas as pd
 
 from pipeline.config import STRATEGIES, ArmParams
 from pipeline.errors import ObcpError
-from pipeline.layout import metrics_file
+from pipeline.layout import metrics_file as metrics_path  # <dir>/seed<S>/<arm>.json
 
 SWITCHES: tuple[str, ...] = ("yes_in_sup", "yes_in_ctr", "neg_ctr", "neg_loss")
 SWITCH_TITLES: dict[str, str] = {  # paper Table 4's column headers
@@ -72,11 +72,6 @@ class StaleMetricsError(ResultsError):
 
 
 # --------------------------------------------------------------------------- collect
-
-
-def metrics_path(metrics_dir: str | os.PathLike, arm: str, seed: int) -> Path:
-    """``<metrics_dir>/seed<S>/<arm>.json`` (the evaluate stage's naming)."""
-    return metrics_file(Path(metrics_dir), arm, seed)
 
 
 def read_metrics(path: str | os.PathLike) -> dict:

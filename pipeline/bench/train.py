@@ -23,10 +23,11 @@ import torch
 from pipeline import losses
 from pipeline.context import RunContext
 from pipeline.datasets import make_loader
+from pipeline.datasets.loaders import ViewLoader
 from pipeline.history import PredictionHistory
 from pipeline.pools import read_pool
 from pipeline.pretrain import fresh_state, loop_config
-from pipeline.train import LossPlan, PoolView, labeled_start_epoch, loop_loaders, pool_view, stage1_plan, train_epochs
+from pipeline.train import LossPlan, labeled_start_epoch, loop_loaders, pool_view, stage1_plan, train_epochs
 
 
 class PureStep:
@@ -87,9 +88,10 @@ def read_shape(ctx: RunContext) -> tuple[int, int, int]:
     return tuple(next(iter(loader)).views[0].shape[1:])  # type: ignore[return-value]
 
 
-def epoch_batch_sizes(pool: PoolView, plan: LossPlan, ctx: RunContext, epoch: int) -> list[tuple[int, int]]:
-    """(labeled, unlabeled) batch size of each step of `epoch` in the loop."""
-    unlabeled, labeled = loop_loaders(pool, plan, loop_config(ctx))
+def epoch_batch_sizes(loaders: tuple[ViewLoader, ViewLoader], epoch: int) -> list[tuple[int, int]]:
+    """(labeled, unlabeled) batch size of each step of `epoch` in the loop (`loaders`:
+    its `loop_loaders`)."""
+    unlabeled, labeled = loaders
     unl = [len(ids) for ids in unlabeled.plan(epoch)]
     lab = [len(ids) for _, ids in labeled.cycle_plan(labeled_start_epoch(epoch), len(unl))]
     return list(zip(lab, unl))
@@ -118,12 +120,13 @@ def bench_train_loop(ctx: RunContext, *, epochs: int = 16) -> dict:
     history = PredictionHistory(ctx.num_samples, ctx.num_classes, m=ctx.params.selection.m,
                                 t=ctx.params.selection.t, start_epoch=0, query_epoch=epochs)
     pure = PureStep(ctx, plan)
-    pure.images_per_s(epoch_batch_sizes(pool, plan, ctx, 0))  # warm-up
+    loaders = loop_loaders(pool, plan, loop_config(ctx))
+    pure.images_per_s(epoch_batch_sizes(loaders, 0))  # warm-up
     rounds: list[tuple[float, float]] = []
 
     def pure_turn(_state, row: dict) -> None:
         if row["epoch"] > 0:  # epoch 0 compiles FFCV's pipelines
-            rounds.append((row["images_per_s"], pure.images_per_s(epoch_batch_sizes(pool, plan, ctx, row["epoch"]))))
+            rounds.append((row["images_per_s"], pure.images_per_s(epoch_batch_sizes(loaders, row["epoch"]))))
 
     train_epochs(state, pool, plan, loop_config(ctx), until_epoch=epochs, history=history,
                  on_epoch_end=pure_turn, log=None, progress=False)

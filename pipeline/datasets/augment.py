@@ -138,9 +138,8 @@ class ViewMaker:
             elif compiled and kind == "strong":
                 out.append(self._kernel(view_kernels.strong_views, images, epoch, slot, ids, self._strong_spec))
             elif compiled and kind == "weak" and not resized:
-                pad = max(0, min(self.pad, self.input_hw[0] - 1, self.input_hw[1] - 1))
-                out.append(self._kernel(view_kernels.weak_views, images, epoch, slot, ids, pad,
-                                        bool(self.config.hflip)))
+                out.append(self._kernel(view_kernels.weak_views, images, epoch, slot, ids,
+                                        self._weak_pad(*self.input_hw), bool(self.config.hflip)))
             else:
                 if unit is None:
                     unit = images.float().div_(255.0)
@@ -172,10 +171,14 @@ class ViewMaker:
         std = torch.tensor(self.config.std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
         return (x - mean) / std
 
+    def _weak_pad(self, height: int, width: int) -> int:
+        """Reflect padding of the weak view's source: reflection needs pad < side."""
+        return max(0, min(self.pad, height - 1, width - 1))
+
     def _weak(self, x: torch.Tensor, ids: np.ndarray, epoch: int, slot: int) -> torch.Tensor:
         """Torch ops: exact integer translation (reflect padding) + optional flip of ``x``
         in [0, 1], normalised: ``[B, 3, h, w]``."""
-        pad = max(0, min(self.pad, x.shape[-2] - 1, x.shape[-1] - 1))
+        pad = self._weak_pad(x.shape[-2], x.shape[-1])
         oh, ow = self.output_hw
         top, left, flip = view_kernels.weak_params(self.seed, epoch, slot, ids, x.shape[-2] + 2 * pad - oh + 1,
                                                    x.shape[-1] + 2 * pad - ow + 1, bool(self.config.hflip))
