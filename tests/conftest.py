@@ -71,8 +71,9 @@ def make_project(dest: Path, overrides: dict | None = None, *, git: bool = True)
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("pipeline", "stages"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore", "reports/answers/README.md"):
         if (ROOT / name).exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / name, dest / name)
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), merge(TINY_PARAMS, overrides or {}))
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
