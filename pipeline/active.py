@@ -428,7 +428,10 @@ def changed_answers(c: Cycle) -> int:
         return 0
     oracle.ingest_answers_csv(c.dir, ctx.layout.answer_store, num_samples=ctx.num_samples,
                               class_names=ctx.class_names)
-    used = pd.read_parquet(c.dir / "queries.parquet")
+    if not (c.dir / "queries.parquet").is_file():
+        return c.budget  # the record of what it used is gone: replay it from the store
+    used = io.read_parquet(c.dir / "queries.parquet", what="queries", error=oracle.OracleError,
+                           fix="rerun the active stage after deleting the cycle's manifest.json (it replays).")
     now = answers.lookup(answers.read(ctx.layout.answer_store), used)
     if c.full_labels:
         same = now["answered"] & (now["label"].to_numpy() == used["label_given"].to_numpy())
@@ -503,6 +506,7 @@ def run_cycle(c: Cycle, *, log: Callable[[str], None] = echo, progress: bool = T
         for name, step in (("score", score_step), ("oracle", oracle_step), ("update", update_step)):
             if name == "score" and resume and (c.dir / "scores.parquet").is_file():
                 log(f"cycle {c.k}: scores.parquet of the same inputs reused (no new scoring pass)")
+                seconds[name] = 0.0
                 continue
             t0 = time.perf_counter()
             step(c)

@@ -191,10 +191,9 @@ def annotate(
 
     with reported():
         p = load_params(params)
-        p.arm(arm)
         layout = Layout(p.dataset.name)
         classes = read_classes(layout.data_dir)["classes"]
-        if import_file is not None:
+        if import_file is not None:  # answers are keyed by question: no arm or seed needed
             from pipeline.labelstudio import import_export
 
             train = read_index(layout.data_dir).query("split == 'train'")
@@ -203,6 +202,7 @@ def annotate(
             typer.echo(f"{import_file}: {read} answers read, {added} new or changed added to {layout.answer_store}"
                        f"{f', {skipped} unanswered task(s) skipped' if skipped else ''}. Rerun `dvc repro`.")
             return
+        p.arm(arm)
         sheet = open_sheet(layout, arm, seed, classes)
         if export is not None:
             if export != "label-studio":

@@ -88,6 +88,21 @@ def make_project(dest: Path, overrides: dict | None = None, *, git: bool = True)
     return dest
 
 
+def dataset_facts(data_dir: Path, classes: list[str], num_train: int) -> None:
+    """What `convert` leaves beside the betons (classes.json, index.parquet), without
+    converting: for commands that read only these facts (`obcp annotate`)."""
+    import json
+
+    import pandas as pd
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "classes.json").write_text(json.dumps({
+        "classes": classes, "num_classes": len(classes), "image_shape": [8, 8, 3], "dataset": data_dir.name,
+        "storage": "raw", "mean": [0.0] * 3, "std": [1.0] * 3}))
+    pd.DataFrame({"sample_id": range(num_train), "label": [i % len(classes) for i in range(num_train)],
+                  "split": "train"}).to_parquet(data_dir / "index.parquet", index=False)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "proj")

@@ -8,7 +8,6 @@ rerun `dvc repro`. Every answer is in the answer store the moment it is given.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import env, free_port, make_project
+from conftest import dataset_facts, env, free_port, make_project
 from pipeline import answers, oracle
 from pipeline.datasets.sources import digits_source
 from pipeline.layout import Layout
@@ -60,10 +59,7 @@ def sheet_project(dest: Path) -> tuple[Path, dict[int, bool]]:
     oracle.write_question_sheet(layout.cycle_dir(0, "obcp", 1),
                                 pd.DataFrame({"sample_id": np.arange(N), "asked_class": asked}),
                                 source.classes, images)
-    layout.data_dir.mkdir(parents=True)
-    (layout.data_dir / "classes.json").write_text(json.dumps({
-        "classes": list(source.classes), "num_classes": 10, "image_shape": [8, 8, 3], "dataset": "digits",
-        "storage": "raw", "mean": [0.0] * 3, "std": [1.0] * 3}))
+    dataset_facts(layout.data_dir, list(source.classes), source.num_samples("train"))
     return project, {i: bool(labels[i] == asked[i]) for i in range(N)}
 
 

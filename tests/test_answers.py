@@ -209,6 +209,30 @@ def test_label_studio_round_trip_answers_the_sheet(tmp_path):
     assert set(answers.read(layout.answer_store)["source"]) == {"label-studio export.json"}
 
 
+def test_annotate_command_exports_and_imports(tmp_path, monkeypatch):
+    """`obcp annotate --export label-studio` and `--import`, the command lines themselves."""
+    from typer.testing import CliRunner
+
+    from conftest import dataset_facts, make_project
+    from pipeline.cli import app
+
+    project = make_project(tmp_path / "p", git=False)
+    sheet_dir(project)
+    dataset_facts(project / "data/digits", list(CLASSES), 50)
+    monkeypatch.chdir(project)
+    cli = CliRunner()
+    out = cli.invoke(app, ["annotate", "--arm", "obcp", "--seed", "0", "--export", "label-studio", "--out", "ls"])
+    assert out.exit_code == 0 and "wrote 3 task(s) to ls/tasks.json" in out.output, out.output
+    tasks = json.loads((project / "ls/tasks.json").read_text())
+    (project / "export.json").write_text(json.dumps(as_exported(tasks, ["no", "yes", "no"])))
+    out = cli.invoke(app, ["annotate", "--import", "export.json"])
+    assert out.exit_code == 0 and "3 answers read, 3 new or changed added" in out.output, out.output
+    (project / "bad.json").write_text(json.dumps(as_exported(tasks, ["no", "perhaps", "no"])))
+    out = cli.invoke(app, ["annotate", "--import", "bad.json"])
+    assert out.exit_code == 2 and "answer 'perhaps' for sample_id 7 is not yes or no" in out.output
+    assert cli.invoke(app, ["annotate", "--arm", "obcp", "--seed", "1", "--no-open"]).exit_code == 2  # no sheet
+
+
 def test_label_studio_fixture_export(tmp_path):
     """A hand-written export in Label Studio's documented JSON format: a task answered twice
     (the later annotation counts), a cancelled one and one never annotated (both skipped),
