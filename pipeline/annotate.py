@@ -274,7 +274,9 @@ function choices() {
 }
 function answer(value) { if (cur === null) return; const sid = S.questions[cur].sample_id;
   post('answer', {sample_id: sid, answer: value}).then(j => { if (j) { cur = null; render(); } }); }
-function undo() { post('undo').then(j => { if (j) { cur = S.questions.findIndex(q => q.sample_id === j.undone); render(); } }); }
+function undo() {
+  post('undo').then(j => { if (j) { cur = S.questions.findIndex(q => q.sample_id === j.undone); render(); } });
+}
 function render() {
   const qs = S.questions;
   $('title').textContent = `obcp · arm ${S.arm} · seed ${S.seed} · cycle ${S.cycle} · ${S.sheet}`;

@@ -145,9 +145,10 @@ def run_arms(ctx: RunContext, arms: Sequence[str], *, workers: int, log: Log = p
         raise ArmsFailedError(
             f"{len(failed)} of {len(arms)} arm(s) of seed {ctx.seed} failed:\n{lines}\n"
             + (_waiting(ctx.seed, arms, waiting) + "\n" if waiting else "")
-            + f"Finished arms ({', '.join(ok) or 'none'}) are kept; fix the cause and rerun — done cycles are skipped."
+            + f"Finished arms ({', '.join(ok) or 'none'}) are kept; fix the cause and rerun — done cycles are "
+            "skipped."
         )
     if waiting:
         ok = [a for a in arms if a not in waiting]
-        raise AnswersMissing(_waiting(ctx.seed, arms, waiting)
-                             + f"\nFinished arms ({', '.join(ok) or 'none'}) are kept; answer, then rerun `dvc repro`.")
+        raise AnswersMissing(_waiting(ctx.seed, arms, waiting) + f"\nFinished arms ({', '.join(ok) or 'none'}) "
+                             "are kept; answer, then rerun `dvc repro`.")

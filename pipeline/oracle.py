@@ -208,7 +208,8 @@ def _listing(items: list[str]) -> str:
 
 def answer_choices(class_names: Sequence[str] | None = None) -> dict[str, object]:
     """Accepted answers (lower-cased, stripped) → value: yes/no → bool for one-bit
-    questions; with `class_names`, a class name or index → class index (full labels)."""
+    questions; with `class_names`, a class name or index → class index (full labels; a
+    class *named* like another's index, e.g. folders "1".."10", means the named class)."""
     if class_names is None:
         return dict(ANSWER_VALUES)
     out: dict[str, object] = {str(i): i for i in range(len(class_names))}

@@ -171,7 +171,8 @@ def test_human_answers_outlive_cycles(stage1_data, tmp_path, monkeypatch, capsys
     code, out, err = active(project, monkeypatch, capsys)
     assert "cycle 1: 3 answer(s) differ from the ones it was trained with" in out and "replaying" in out
     cycle1 = ledger.read(project / "reports/ledger/seed0/obcp.parquet").query("cycle == 1")
-    assert dict(zip(cycle1["sample_id"], cycle1["answer"])) == dict(zip(edited["sample_id"], edited["answer"] == "yes"))
+    used = dict(zip(cycle1["sample_id"], cycle1["answer"]))
+    assert used == dict(zip(edited["sample_id"], edited["answer"] == "yes"))
     if code == 3:  # cycle 2 now asks some questions never asked before
         answer_truthfully(project, 2)
         code = active(project, monkeypatch, capsys)[0]

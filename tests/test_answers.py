@@ -124,7 +124,7 @@ def test_label_sheet_takes_class_names_or_indices(tmp_path):
     sheet = pd.read_csv(cycle / "questions.csv", keep_default_na=False)
     assert sheet["asked_class"].tolist() == [-1, -1, -1] and sheet["asked_class_name"].tolist() == ["", "", ""]
     (cycle / "answers.csv").write_text("sample_id,answer\n3,7\n5,yes\n8,2\n")
-    with pytest.raises(oracle.AnswersError, match=r"answer 'yes' for sample_id 5 is not a class name or index \(0..9\)"):
+    with pytest.raises(oracle.AnswersError, match=r"'yes' for sample_id 5 is not a class name or index \(0..9\)"):
         oracle.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES)
     (cycle / "answers.csv").write_text("sample_id,answer\n3,7\n5, 0 \n8,2\n")
     assert oracle.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES) == 3
