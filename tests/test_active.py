@@ -201,8 +201,6 @@ def test_human_answers_outlive_cycles(stage1_data, tmp_path, monkeypatch, capsys
     assert len(led) == 60 and (led["oracle"] == "human").all()
     now = answers.lookup(after, led)
     assert now["answered"].all() and (now["answer"].to_numpy(bool) == led["answer"].to_numpy(bool)).all()
-    print(f"params change: {len(answers.current(kept))} answers kept, {60 - asked_again} of 60 questions "
-          f"answered from the store, {asked_again} new", file=sys.__stdout__)
 
 
 def test_fullbit_asks_a_person_and_waiting_is_not_failing(stage1_data, tmp_path, monkeypatch, capsys):

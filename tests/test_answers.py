@@ -132,6 +132,33 @@ def test_label_sheet_takes_class_names_or_indices(tmp_path):
     assert store["label"].tolist() == [7, 0, 2] and store["answer"].isna().all()
 
 
+def test_discarding_cycles_keeps_their_answers_or_stops(tmp_path):
+    """A params change discards cycles: their answers.csv files go into the store first; an
+    invalid one stops the discard before anything is deleted."""
+    import torch
+
+    from pipeline.active import discard_from
+    from pipeline.config import parse_params
+    from pipeline.context import RunContext
+
+    ctx = RunContext(params=parse_params({}), layout=Layout("digits", tmp_path), seed=0, device=torch.device("cpu"),
+                     distributed=False, class_names=CLASSES, train_labels=np.zeros(50, np.int64),
+                     test_labels=np.zeros(5, np.int64))
+    one, two = sheet_dir(tmp_path), sheet_dir(tmp_path, ids=(5, 6), asked=(0, 0), cycle=2)
+    (one / "answers.csv").write_text("sample_id,answer\n4,yes\n7,no\n9,no\n")
+    (two / "answers.csv").write_text("sample_id,answer\n5,yes\n")  # sample 6 has no row
+    with pytest.raises(oracle.AnswersError) as info:
+        discard_from(ctx, "obcp", 1, why="params changed")
+    assert "must be discarded (params changed)" in str(info.value) and "nothing was deleted" in str(info.value)
+    assert one.is_dir() and two.is_dir()
+    (two / "answers.csv").write_text("sample_id,answer\n5,yes\n6,no\n")
+    said: list[str] = []
+    discard_from(ctx, "obcp", 1, why="params changed", log=said.append)
+    assert not one.exists() and not two.exists()
+    assert len(answers.current(answers.read(ctx.layout.answer_store))) == 5
+    assert "cycle(s) 1, 2 of arm obcp are discarded (params changed)" in said[0] and "all 5 answers" in said[0]
+
+
 def test_page_logic_validates_like_the_csv(tmp_path):
     """The page's answer/undo without a browser (tests/test_annotate.py drives the real page)."""
     sheet_dir(tmp_path)
