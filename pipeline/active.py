@@ -7,8 +7,16 @@ oracle, update) run on rank 0; every rank retrains.
 
 Resuming: a cycle writes `inputs.json` (hash of its inputs and of the params that
 shape it) when it starts and `manifest.json` when it is done. A rerun skips a cycle
-whose manifest matches, continues a started cycle whose inputs match (keeping a human's
-`answers.csv`), and discards a mismatching cycle together with every later one.
+whose manifest matches, continues a started cycle whose inputs match (reusing its
+`scores.parquet`: a rerun while waiting for a person does not score the pool again), and
+discards a mismatching cycle together with every later one.
+
+Human answers live in the answer store (pipeline.answers), not in the cycles: before a
+cycle folder is discarded its `answers.csv` goes into the store, and a rebuilt cycle takes
+every answer it can from there, so a person is only asked questions never answered. A
+finished cycle whose answers changed in the store since it was trained (an edited
+`answers.csv`, a correction on the page or from Label Studio) is replayed: it keeps its
+scores and questions, takes the corrected answers, and retrains; later cycles are redone.
 """
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import distributed as dist
-from pipeline import io, ledger, oracle, pools, selection
+from pipeline import answers, io, ledger, oracle, pools, selection
 from pipeline.config import ArmParams, as_dict
 from pipeline.context import RunContext
 from pipeline.errors import ObcpError
@@ -181,33 +189,66 @@ def score_step(c: Cycle) -> pd.DataFrame:
 def oracle_step(c: Cycle) -> pd.DataFrame:
     """Answer the selected questions; write queries.parquet (rank 0).
 
-    `simulated` answers from the ground truth; `human` writes a question sheet and raises
-    `oracle.AnswersMissing` until `answers.csv` is in the cycle folder, then validates it.
-    `fullbit` asks for full labels instead (always simulated ground truth or human label).
+    `simulated` answers from the ground truth. `human` takes every answer it can from the
+    answer store (after putting a new or edited `answers.csv` of the cycle into it); the
+    questions still open go on a question sheet, and `oracle.AnswersMissing` (exit code 3)
+    stops the stage until they are answered. `fullbit` asks for full labels instead: the
+    ground truth (simulated) or a person's label (human: a sheet whose asked_class is -1).
     """
     ctx = c.ctx
     scores = pd.read_parquet(c.dir / "scores.parquet")
     asked = scores[scores["selected"]].sort_values("rank").reset_index(drop=True)
     q = asked[["sample_id", "asked_class", "score", "rank", "strategy"]].copy()
-    truth = ctx.train_labels[q["sample_id"].to_numpy()]
     if c.full_labels:
-        q["asked_class"] = -1
-        q["answer"] = True
-        q["label_given"] = truth
-    elif ctx.params.oracle.kind == "simulated":
-        q["answer"] = oracle.simulated_answers(q[["sample_id", "asked_class"]], ctx.train_labels)
-        q["label_given"] = np.where(q["answer"], q["asked_class"], -1)
+        q["asked_class"] = answers.LABEL_QUESTION
+    truth = ctx.train_labels[q["sample_id"].to_numpy()]
+    if ctx.params.oracle.kind == "simulated":
+        if c.full_labels:
+            q["answer"] = True
+            q["label_given"] = truth
+        else:
+            q["answer"] = oracle.simulated_answers(q[["sample_id", "asked_class"]], ctx.train_labels)
+            q["label_given"] = np.where(q["answer"], q["asked_class"], -1)
+        q["true_label"] = truth
     else:
-        answers_file = oracle.answers_path(c.dir)
-        if not answers_file.exists():
-            images = _raw_images(ctx, q["sample_id"].to_numpy())
-            oracle.write_question_sheet(c.dir, q[["sample_id", "asked_class"]], list(ctx.class_names), images)
-        answers = oracle.read_answers(answers_file, q["sample_id"].to_numpy(), num_samples=ctx.num_samples)
-        q = q.merge(answers, on="sample_id", how="left", validate="one_to_one")
-        q["label_given"] = np.where(q["answer"], q["asked_class"], -1)
-    q["true_label"] = truth if ctx.params.oracle.kind == "simulated" else -1
+        got = human_answers(c, q)
+        if c.full_labels:
+            q["answer"] = True
+            q["label_given"] = got["label"].to_numpy()
+        else:
+            q["answer"] = got["answer"].to_numpy(dtype=bool)
+            q["label_given"] = np.where(q["answer"], q["asked_class"], -1)
+        q["true_label"] = -1
     io.write_parquet(c.dir / "queries.parquet", q)
     return q
+
+
+def human_answers(c: Cycle, q: pd.DataFrame) -> pd.DataFrame:
+    """The store's answers to the questions `q` (DataFrame[sample_id, asked_class]), as
+    `answers.lookup` gives them; raises `oracle.AnswersMissing` naming the sheet of the
+    questions still open (written, with their images, unless the cycle's sheet has them)."""
+    ctx = c.ctx
+    store = ctx.layout.answer_store
+    oracle.ingest_answers_csv(c.dir, store, num_samples=ctx.num_samples, class_names=ctx.class_names)
+    got = answers.lookup(answers.read(store), q)
+    still = q[~got["answered"].to_numpy()]
+    if len(still):
+        sheet = oracle.read_sheet(c.dir)
+        listed = set() if sheet is None else set(zip(sheet["sample_id"], sheet["asked_class"]))
+        if not set(zip(still["sample_id"], still["asked_class"])) <= listed:
+            images = _raw_images(ctx, still["sample_id"].to_numpy())
+            oracle.write_question_sheet(c.dir, still[["sample_id", "asked_class"]], list(ctx.class_names), images)
+        where = c.dir / oracle.QUESTIONS_CSV
+        who = f"--arm {c.arm_name} --seed {ctx.seed}"
+        raise oracle.AnswersMissing(
+            f"waiting for answers ({len(still)} questions at {where}). Answer them on a local page with "
+            f"`obcp annotate {who}`, or in Label Studio (`obcp annotate {who} --export label-studio`, then "
+            f"`obcp annotate --import EXPORT.json`), or write {oracle.answers_path(c.dir)} (`sample_id,answer`, "
+            f"one row per question of the sheet; {c.dir / oracle.ANSWERS_TEMPLATE_CSV} is a template); then "
+            f"rerun `dvc repro`. {len(q) - len(still)} of this cycle's {len(q)} questions were answered from "
+            f"the answer store {store}."
+        )
+    return got
 
 
 def update_step(c: Cycle) -> pd.DataFrame:
@@ -318,11 +359,13 @@ def _on_main(fn: Callable[[], object]) -> None:
             if not dist.is_dist():
                 raise
             error = exc
-    summary = dist.broadcast_object(None if error is None else f"{type(error).__name__}: {error}")
+    summary = dist.broadcast_object(
+        None if error is None else (isinstance(error, oracle.AnswersMissing), f"{type(error).__name__}: {error}"))
     if error is not None:
         raise error
-    if summary is not None:
-        raise ObcpError(f"rank 0 stopped: {summary}")
+    if summary is not None:  # every rank stops the same way: waiting stays waiting (exit 3)
+        waiting, text = summary
+        raise (oracle.AnswersMissing if waiting else ObcpError)(f"rank 0 stopped: {text}")
 
 
 def _read_json(path: Path) -> dict | None:
@@ -332,15 +375,81 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def discard_from(ctx: RunContext, arm_name: str, k: int) -> None:
-    """Delete cycle k and every later cycle folder, and their ledger rows (rank 0)."""
+def _cycle_no(d: Path) -> int:
+    return int(d.name.split("_")[1])
+
+
+def discard_from(ctx: RunContext, arm_name: str, k: int, *, why: str = "",
+                 log: Callable[[str], None] | None = None) -> None:
+    """Delete cycle k and every later cycle folder, and their ledger rows (rank 0).
+
+    A person's answers are kept: each doomed cycle's `answers.csv` goes into the answer
+    store first (an invalid one stops everything here, before anything is deleted). With
+    `log`, cycles that held human answers are named, with `why`, and where the answers are.
+    """
     arm_dir = ctx.layout.arm_dir(ctx.seed, arm_name)
-    for d in sorted(arm_dir.glob("cycle_*")):
-        if int(d.name.split("_")[1]) >= k:
-            shutil.rmtree(d)
+    doomed = [d for d in sorted(arm_dir.glob("cycle_*")) if _cycle_no(d) >= k]
+    human = [d for d in doomed if (d / oracle.QUESTIONS_CSV).exists() or oracle.answers_path(d).exists()]
+    for d in human:
+        keep_answers(ctx, d, why)
+    if human and log is not None:
+        store = ctx.layout.answer_store
+        held = len(answers.current(answers.read(store)))
+        cycles = ", ".join(str(_cycle_no(d)) for d in doomed)
+        log(f"cycle(s) {cycles} of arm {arm_name} are discarded ({why}). Their human answers are kept: all "
+            f"{held} answers are in the answer store {store}, and rebuilt cycles take every answer they can "
+            "from it, so only questions never answered are asked.")
+    for d in doomed:
+        shutil.rmtree(d)
     path = ctx.layout.ledger(arm_name, ctx.seed)
     if path.exists():
         ledger.truncate_after(path, k - 1)
+
+
+def keep_answers(ctx: RunContext, cycle_dir: Path, why: str = "") -> None:
+    """Put a cycle's `answers.csv` into the answer store before the cycle is deleted; an
+    invalid file stops the deletion with its validation message and what to do."""
+    try:
+        oracle.ingest_answers_csv(cycle_dir, ctx.layout.answer_store, num_samples=ctx.num_samples,
+                                  class_names=ctx.class_names)
+    except oracle.AnswersError as exc:
+        raise oracle.AnswersError(
+            f"{cycle_dir} must be discarded ({why or 'its inputs changed'}), but the answers written there "
+            f"cannot be kept: {exc} Fix the file (its answers then go into the answer store and are reused), "
+            "or move it out of the cycle folder, and rerun; nothing was deleted."
+        ) from None
+
+
+def changed_answers(c: Cycle) -> int:
+    """How many answers a finished cycle used differ from the answer store now (0 for the
+    simulated oracle); an edited `answers.csv` of the cycle goes into the store first."""
+    ctx = c.ctx
+    if ctx.params.oracle.kind != "human":
+        return 0
+    oracle.ingest_answers_csv(c.dir, ctx.layout.answer_store, num_samples=ctx.num_samples,
+                              class_names=ctx.class_names)
+    if not (c.dir / "queries.parquet").is_file():
+        return c.budget  # the record of what it used is gone: replay it from the store
+    used = io.read_parquet(c.dir / "queries.parquet", what="queries", error=oracle.OracleError,
+                           fix="rerun the active stage after deleting the cycle's manifest.json (it replays).")
+    now = answers.lookup(answers.read(ctx.layout.answer_store), used)
+    if c.full_labels:
+        same = now["answered"] & (now["label"].to_numpy() == used["label_given"].to_numpy())
+    else:
+        same = now["answered"] & (now["answer"].fillna(False).to_numpy(dtype=bool) == used["answer"].to_numpy(bool))
+    return int((~same).sum())
+
+
+def reopen(c: Cycle) -> None:
+    """Undo what a finished cycle's answers shaped (its pool, model, ledger rows and every
+    later cycle), keeping its inputs, scores and question sheet (rank 0)."""
+    (c.dir / "manifest.json").unlink(missing_ok=True)
+    discard_from(c.ctx, c.arm_name, c.k + 1, why=f"cycle {c.k} is replayed with changed answers")
+    for name in ("queries.parquet", "pool.parquet", "checkpoint.pt", "history.npz", "log.csv"):
+        (c.dir / name).unlink(missing_ok=True)
+    path = c.ctx.layout.ledger(c.arm_name, c.ctx.seed)
+    if path.exists():
+        ledger.truncate_after(path, c.k - 1)
 
 
 def check_inputs(c: Cycle) -> None:
@@ -353,18 +462,35 @@ def check_inputs(c: Cycle) -> None:
         PredictionHistory.load(c.prev_dir / "history.npz")
 
 
+def _main_value(fn: Callable[[], object]) -> object:
+    """`fn()` computed on rank 0 and given to every rank (an ObcpError stops every rank)."""
+    box: list[object] = [None]
+
+    def run() -> None:
+        box[0] = fn()
+
+    _on_main(run)
+    return dist.broadcast_object(box[0])
+
+
 def run_cycle(c: Cycle, *, log: Callable[[str], None] = echo, progress: bool = True) -> dict:
-    """Bring cycle k to done (skip, resume or redo) and return its manifest."""
+    """Bring cycle k to done (skip, resume, replay or redo) and return its manifest."""
     key = cycle_key(c)
     manifest = _read_json(c.dir / "manifest.json")
     if manifest is not None and {k: manifest.get(k) for k in key} == key:
-        log(f"cycle {c.k}: up to date, skipped")
-        return manifest
+        changed = _main_value(lambda: changed_answers(c))
+        if not changed:
+            log(f"cycle {c.k}: up to date, skipped")
+            return manifest
+        log(f"cycle {c.k}: {changed} answer(s) differ from the ones it was trained with (answer store "
+            f"{c.ctx.layout.answer_store}); replaying from cycle {c.k} with the answers in the store")
+        _on_main(lambda: reopen(c))
     started = _read_json(c.dir / "inputs.json")
+    resume = started == key
 
     def begin() -> None:
-        if started != key:
-            discard_from(c.ctx, c.arm_name, c.k)
+        if not resume:
+            discard_from(c.ctx, c.arm_name, c.k, why="their inputs or params changed; they are redone", log=log)
         c.dir.mkdir(parents=True, exist_ok=True)
         (c.dir / "manifest.json").unlink(missing_ok=True)
         io.write_json(c.dir / "inputs.json", key)
@@ -378,6 +504,10 @@ def run_cycle(c: Cycle, *, log: Callable[[str], None] = echo, progress: bool = T
 
     def query() -> None:
         for name, step in (("score", score_step), ("oracle", oracle_step), ("update", update_step)):
+            if name == "score" and resume and (c.dir / "scores.parquet").is_file():
+                log(f"cycle {c.k}: scores.parquet of the same inputs reused (no new scoring pass)")
+                seconds[name] = 0.0
+                continue
             t0 = time.perf_counter()
             step(c)
             seconds[name] = round(time.perf_counter() - t0, 4)
@@ -392,5 +522,6 @@ def run_active(ctx: RunContext, arm_name: str, *, log: Callable[[str], None] = e
     ctx.params.arm(arm_name)  # clear error for an unknown arm
     manifests = [run_cycle(Cycle(ctx, arm_name, k), log=log, progress=progress)
                  for k in range(1, ctx.params.query_times + 1)]
-    _on_main(lambda: discard_from(ctx, arm_name, ctx.params.query_times + 1))
+    _on_main(lambda: discard_from(ctx, arm_name, ctx.params.query_times + 1,
+                                  why=f"beyond query_times = {ctx.params.query_times}", log=log))
     return manifests

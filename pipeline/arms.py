@@ -20,9 +20,10 @@ from typing import Callable, Sequence
 import torch
 
 from pipeline import distributed as dist
-from pipeline.active import run_active
+from pipeline.active import keep_answers, run_active
 from pipeline.context import RunContext
 from pipeline.errors import ObcpError
+from pipeline.oracle import AnswersMissing
 from pipeline.train import echo
 
 Log = Callable[[str], None]
@@ -55,11 +56,14 @@ def default_workers(ctx: RunContext, n_arms: int) -> int:
 
 
 def prune_arms(ctx: RunContext) -> list[str]:
-    """Delete the cycles and ledger of arms that params.yaml no longer has (rank 0)."""
+    """Delete the cycles and ledger of arms that params.yaml no longer has (rank 0); their
+    human answers go into the answer store first."""
     layout, removed = ctx.layout, []
     arms_dir = layout.arms_dir(ctx.seed)
     if arms_dir.is_dir():
         for d in sorted(p for p in arms_dir.iterdir() if p.is_dir() and p.name not in ctx.params.arms):
+            for cycle in sorted(d.glob("cycle_*")):
+                keep_answers(ctx, cycle, f"arm {d.name} is no longer in params.yaml")
             shutil.rmtree(d)
             removed.append(d.name)
     ledger_dir = layout.ledger_dir(ctx.seed)
@@ -88,16 +92,31 @@ def _run_one(ctx: RunContext, arm: str) -> int:
     return len(run_active(ctx, arm, log=log, progress=False))
 
 
+def _waiting(seed: int, arms: Sequence[str], waiting: dict[str, BaseException]) -> str:
+    lines = "\n".join(f"  {arm}: {exc}" for arm, exc in waiting.items())
+    return f"{len(waiting)} of {len(arms)} arm(s) of seed {seed} are waiting for answers:\n{lines}"
+
+
 def run_arms(ctx: RunContext, arms: Sequence[str], *, workers: int, log: Log = print) -> None:
-    """Run every cycle of each arm in `arms` for ctx.seed; raise ArmsFailedError at the
-    end naming each arm that failed (the other arms still finish)."""
+    """Run every cycle of each arm in `arms` for ctx.seed; at the end raise ArmsFailedError
+    (exit 2) naming each arm that failed, else AnswersMissing (exit 3) naming each arm that
+    waits for a person's answers (the other arms still finish; waiting is not failing)."""
     for arm in arms:
         ctx.params.arm(arm)  # unknown arm: clear error before any work
     if not _can_fork(ctx):
         workers = 1
     if workers <= 1 or len(arms) <= 1:
+        waiting: dict[str, BaseException] = {}
         for arm in arms:
-            run_active(ctx, arm, log=_tagged(arm, ctx.seed, log if dist.is_main() else (lambda _: None)))
+            try:
+                run_active(ctx, arm, log=_tagged(arm, ctx.seed, log if dist.is_main() else (lambda _: None)))
+            except AnswersMissing as exc:
+                if len(arms) == 1:
+                    raise
+                waiting[arm] = exc
+        if waiting:
+            raise AnswersMissing(_waiting(ctx.seed, arms, waiting)
+                                 + "\nThe other arms are done; answer, then rerun `dvc repro`.")
         return
     log(f"seed {ctx.seed}: {len(arms)} arms, {workers} at a time ({ctx.params.train.cpu_threads} thread(s) each)")
     failed: dict[str, BaseException] = {}
@@ -113,6 +132,8 @@ def run_arms(ctx: RunContext, arms: Sequence[str], *, workers: int, log: Log = p
             exc = future.exception()
             if exc is not None:
                 failed[arm] = exc
+    waiting = {a: e for a, e in failed.items() if isinstance(e, AnswersMissing)}
+    failed = {a: e for a, e in failed.items() if a not in waiting}
     bugs = {a: e for a, e in failed.items() if not isinstance(e, (ObcpError, BrokenProcessPool))}
     if bugs:  # a programming error: name every failed arm, then show the first bug's traceback
         for arm, exc in failed.items():
@@ -120,8 +141,14 @@ def run_arms(ctx: RunContext, arms: Sequence[str], *, workers: int, log: Log = p
         raise next(iter(bugs.values()))
     if failed:
         lines = "\n".join(f"  {arm}: {_describe(exc)}" for arm, exc in failed.items())
-        ok = [a for a in arms if a not in failed]
+        ok = [a for a in arms if a not in failed and a not in waiting]
         raise ArmsFailedError(
             f"{len(failed)} of {len(arms)} arm(s) of seed {ctx.seed} failed:\n{lines}\n"
-            f"Finished arms ({', '.join(ok) or 'none'}) are kept; fix the cause and rerun — done cycles are skipped."
+            + (_waiting(ctx.seed, arms, waiting) + "\n" if waiting else "")
+            + f"Finished arms ({', '.join(ok) or 'none'}) are kept; fix the cause and rerun — done cycles are "
+            "skipped."
         )
+    if waiting:
+        ok = [a for a in arms if a not in waiting]
+        raise AnswersMissing(_waiting(ctx.seed, arms, waiting) + f"\nFinished arms ({', '.join(ok) or 'none'}) "
+                             "are kept; answer, then rerun `dvc repro`.")

@@ -3,6 +3,8 @@
     obcp validate                       check params.yaml, list every problem
     obcp audit sample ID | cycle K | summary   [--arm A --seed S --csv/--json]
     obcp score | oracle | update | retrain --cycle K --arm A --seed S
+    obcp annotate --arm A --seed S      answer the human oracle's questions on a local page
+                  [--export label-studio | --import EXPORT.json]
     obcp table1                         the paper's Table 1 bit accounting
 """
 from __future__ import annotations
@@ -167,6 +169,68 @@ def update(cycle: int = typer.Option(...), arm: str = ARM, seed: int = SEED, par
 def retrain(cycle: int = typer.Option(...), arm: str = ARM, seed: int = SEED, params: Path = PARAMS) -> None:
     """Step 4: continue training with the cycle's pool (checkpoint.pt, history.npz, manifest.json)."""
     _step("retrain", cycle, arm, seed, params)
+
+
+@app.command()
+def annotate(
+    arm: str = ARM, seed: int = SEED, params: Path = PARAMS,
+    host: str = typer.Option("127.0.0.1", help="address the page binds to (loopback by default)"),
+    port: int = typer.Option(8765, help="port of the page (0: any free port)"),
+    open_browser: bool = typer.Option(True, "--open/--no-open", help="open the page in the default browser"),
+    export: str | None = typer.Option(None, "--export", help="label-studio: write Label Studio import tasks "
+                                      "for the open questions instead of serving the page"),
+    out: Path = typer.Option(Path("label-studio"), help="folder for --export (tasks.json, labeling-config.xml)"),
+    import_file: Path | None = typer.Option(None, "--import", help="a Label Studio JSON export: put its answers "
+                                            "into the answer store"),
+) -> None:
+    """Answer the human oracle's open questions: a local page (default), or a Label Studio round trip."""
+    from pipeline.annotate import AnswerPage, make_server, open_sheet
+    from pipeline.config import load_params
+    from pipeline.datasets.index import read_classes, read_index
+    from pipeline.layout import Layout
+
+    with reported():
+        p = load_params(params)
+        layout = Layout(p.dataset.name)
+        classes = read_classes(layout.data_dir)["classes"]
+        if import_file is not None:  # answers are keyed by question: no arm or seed needed
+            from pipeline.labelstudio import import_export
+
+            train = read_index(layout.data_dir).query("split == 'train'")
+            read, added, skipped = import_export(import_file, layout.answer_store, dataset=p.dataset.name,
+                                                 num_samples=len(train), class_names=classes)
+            typer.echo(f"{import_file}: {read} answers read, {added} new or changed added to {layout.answer_store}"
+                       f"{f', {skipped} unanswered task(s) skipped' if skipped else ''}. Rerun `dvc repro`.")
+            return
+        p.arm(arm)
+        sheet = open_sheet(layout, arm, seed, classes)
+        if export is not None:
+            if export != "label-studio":
+                raise ObcpError(f"--export {export!r}: the one export format is `label-studio`.")
+            from pipeline.labelstudio import write_export
+
+            tasks, config, n = write_export(sheet, layout.answer_store, p.dataset.name, out)
+            typer.echo(f"wrote {n} task(s) to {tasks} and the labeling interface to {config}. In Label Studio: "
+                       f"create a project, paste {config.name} under Settings → Labeling Interface → Code, import "
+                       f"{tasks.name}, annotate, export as JSON, then run `obcp annotate --import EXPORT.json`.")
+            return
+        page = AnswerPage(sheet, layout.answer_store, on_complete=typer.echo)
+        server = make_server(page, host, port)
+        url = f"http://{host if ':' not in host else f'[{host}]'}:{server.server_address[1]}/"
+        typer.echo(f"answer page for arm {arm}, seed {seed}, cycle {sheet.cycle} "
+                   f"({len(sheet.questions)} questions): {url}  (Ctrl+C to stop; every answer is saved as given)")
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            typer.echo(f"warning: bound to {host}: anyone who can reach it can answer", err=True)
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            typer.echo("stopped; answers given so far are saved")
+        finally:
+            server.server_close()
 
 
 @app.command()

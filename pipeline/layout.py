@@ -49,6 +49,16 @@ class Layout:
         return self.ledger_dir(seed) / f"{arm}.parquet"
 
     @property
+    def answers_dir(self) -> Path:
+        """The answer store's folder: a DVC dependency of `active@seed`, never an output."""
+        return self.root / "reports" / "answers"
+
+    @property
+    def answer_store(self) -> Path:
+        """Every human answer of this dataset, append-only (pipeline.answers)."""
+        return self.answers_dir / f"{self.dataset}.parquet"
+
+    @property
     def metrics_root(self) -> Path:
         return self.root / "reports" / "metrics"
 

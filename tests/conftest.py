@@ -71,8 +71,9 @@ def make_project(dest: Path, overrides: dict | None = None, *, git: bool = True)
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("pipeline", "stages"):
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore"):
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore", "reports/answers/README.md"):
         if (ROOT / name).exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / name, dest / name)
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), merge(TINY_PARAMS, overrides or {}))
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -85,6 +86,21 @@ def make_project(dest: Path, overrides: dict | None = None, *, git: bool = True)
         run(["git", "add", "-A"], dest)
         run(["git", "commit", "-qm", "init"], dest)
     return dest
+
+
+def dataset_facts(data_dir: Path, classes: list[str], num_train: int) -> None:
+    """What `convert` leaves beside the betons (classes.json, index.parquet), without
+    converting: for commands that read only these facts (`obcp annotate`)."""
+    import json
+
+    import pandas as pd
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "classes.json").write_text(json.dumps({
+        "classes": classes, "num_classes": len(classes), "image_shape": [8, 8, 3], "dataset": data_dir.name,
+        "storage": "raw", "mean": [0.0] * 3, "std": [1.0] * 3}))
+    pd.DataFrame({"sample_id": range(num_train), "label": [i % len(classes) for i in range(num_train)],
+                  "split": "train"}).to_parquet(data_dir / "index.parquet", index=False)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import signal
 import subprocess
 import sys
@@ -92,8 +93,8 @@ def test_fewer_query_times_discards_later_cycles(stage1_data, tmp_path):
     assert sorted(led["cycle"].unique()) == [1] and len(led) == 60
 
 
-def answer_truthfully(project: Path, cycle: int) -> Path:
-    cdir = project / f"data/runs/seed0/arms/obcp/cycle_{cycle:03d}"
+def answer_truthfully(project: Path, cycle: int, arm: str = "obcp") -> Path:
+    cdir = project / f"data/runs/seed0/arms/{arm}/cycle_{cycle:03d}"
     questions = pd.read_csv(cdir / "questions.csv")
     index = pd.read_parquet(project / "data/digits/index.parquet").query("split == 'train'")
     truth = index.set_index("sample_id")["label"]
@@ -102,33 +103,140 @@ def answer_truthfully(project: Path, cycle: int) -> Path:
     return cdir
 
 
-def test_human_oracle_flow(stage1_data, tmp_path):
+def active(project: Path, monkeypatch, capsys, arms=("obcp",), workers=None) -> tuple[int, str, str]:
+    """The `active` stage in this process (no 8 s of imports per run): (exit code, stdout, stderr)."""
+    from stages.active import main
+
+    monkeypatch.chdir(project)
+    capsys.readouterr()
+    code = 0
+    try:
+        main(seed=0, arm=list(arms), workers=workers, params=Path("params.yaml"))
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def store_of(project: Path) -> pd.DataFrame:
+    from pipeline import answers
+
+    return answers.read(project / "reports/answers/digits.parquet")
+
+
+def test_human_answers_outlive_cycles(stage1_data, tmp_path, monkeypatch, capsys):
+    """The human oracle end to end: waiting (exit 3, no second scoring pass), malformed
+    answers (exit 2, nothing changes), answers arrive, an edited answer is replayed, and a
+    params change that rebuilds every cycle keeps every answer and asks only new questions."""
+    from pipeline import answers
+
     project = project_from(stage1_data, tmp_path / "p", {"oracle": {"kind": "human"}})
-    first = run(ACTIVE, project, check=False)
-    assert first.returncode == 2
-    assert "answers for this cycle are missing" in first.stderr and "Traceback" not in first.stderr
     cdir = project / "data/runs/seed0/arms/obcp/cycle_001"
+    first = run(ACTIVE, project, check=False)  # the real command line
+    assert first.returncode == 3, first.stderr
+    assert f"waiting for answers (30 questions at {cdir.relative_to(project)}/questions.csv)" in first.stderr
+    assert "obcp annotate --arm obcp --seed 0" in first.stderr and "Traceback" not in first.stderr
     questions = pd.read_csv(cdir / "questions.csv")
     assert len(questions) == 30 and (cdir / "questions").is_dir()
     assert all((cdir / p).exists() for p in questions["image"])
+
+    scored = (cdir / "scores.parquet").stat().st_mtime_ns
+    code, out, err = active(project, monkeypatch, capsys)  # rerun while waiting: no new scoring pass
+    assert code == 3 and "scores.parquet of the same inputs reused" in out
+    assert (cdir / "scores.parquet").stat().st_mtime_ns == scored
 
     # malformed answers are rejected and nothing changes
     pd.DataFrame({"sample_id": [questions["sample_id"][0], 10**6], "answer": ["maybe", "yes"]}).to_csv(
         cdir / "answers.csv", index=False)
     before = checksums(project)
-    bad = run(ACTIVE, project, check=False)
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert "maybe" in bad.stderr and str(10**6) in bad.stderr
+    code, out, err = active(project, monkeypatch, capsys)
+    assert code == 2 and "Traceback" not in err
+    assert "maybe" in err and str(10**6) in err
     assert checksums(project) == before
 
     answer_truthfully(project, 1)
-    second = run(ACTIVE, project, check=False)
-    assert second.returncode == 2 and "cycle_002" in second.stderr  # cycle 1 done, cycle 2 asks
+    code, out, err = active(project, monkeypatch, capsys)
+    assert code == 3 and "cycle_002" in err  # cycle 1 done, cycle 2 asks
     assert (cdir / "manifest.json").exists()
     answer_truthfully(project, 2)
-    run(ACTIVE, project)
+    assert active(project, monkeypatch, capsys)[0] == 0
     led = ledger.read(project / "reports/ledger/seed0/obcp.parquet")
     assert len(led) == 60 and (led["oracle"] == "human").all()
+    assert len(store_of(project)) == 60
+
+    # edited answers are replayed: flip 3 answers of the finished cycle 1
+    edited = pd.read_csv(cdir / "answers.csv")
+    edited.loc[:2, "answer"] = edited.loc[:2, "answer"].map({"yes": "no", "no": "yes"})
+    edited.to_csv(cdir / "answers.csv", index=False)
+    code, out, err = active(project, monkeypatch, capsys)
+    assert "cycle 1: 3 answer(s) differ from the ones it was trained with" in out and "replaying" in out
+    cycle1 = ledger.read(project / "reports/ledger/seed0/obcp.parquet").query("cycle == 1")
+    used = dict(zip(cycle1["sample_id"], cycle1["answer"]))
+    assert used == dict(zip(edited["sample_id"], edited["answer"] == "yes"))
+    if code == 3:  # cycle 2 now asks some questions never asked before
+        answer_truthfully(project, 2)
+        code = active(project, monkeypatch, capsys)[0]
+    assert code == 0
+    assert len(store_of(project)) >= 63  # the 3 corrections are new rows; the old ones stay
+
+    # a params change discards every cycle: the answers are kept and nothing is asked twice
+    kept = store_of(project)
+    params = (project / "params.yaml").read_text().replace("lambda_neg: 0.1", "lambda_neg: 0.2")
+    (project / "params.yaml").write_text(params)
+    code, out, err = active(project, monkeypatch, capsys)
+    assert "cycle(s) 1, 2 of arm obcp are discarded" in out and "Their human answers are kept" in out
+    asked_again = 0
+    if code == 3:
+        sheet = pd.read_csv(project / "data/runs/seed0/arms/obcp/cycle_002/questions.csv")
+        known = answers.current(kept)
+        assert sheet.merge(known, on=["sample_id", "asked_class"]).empty, "a question was asked twice"
+        asked_again = len(sheet)
+        answer_truthfully(project, 2)
+        code = active(project, monkeypatch, capsys)[0]
+    assert code == 0
+    after = store_of(project)
+    pd.testing.assert_frame_equal(after.iloc[:len(kept)], kept)  # no answer lost
+    assert len(after) == len(kept) + asked_again
+    led = ledger.read(project / "reports/ledger/seed0/obcp.parquet")
+    assert len(led) == 60 and (led["oracle"] == "human").all()
+    now = answers.lookup(after, led)
+    assert now["answered"].all() and (now["answer"].to_numpy(bool) == led["answer"].to_numpy(bool)).all()
+
+
+def test_fullbit_asks_a_person_and_waiting_is_not_failing(stage1_data, tmp_path, monkeypatch, capsys):
+    """`fullbit` with a human oracle asks for labels (and the ledger says so); two arms in
+    parallel workers: waiting is exit 3 and not a failure; invalid answers are exit 2."""
+    arms = {"obcp": {"method": "obcp", "strategy": "obcp"}, "fullbit": {"method": "fullbit", "strategy": "entropy"}}
+    project = project_from(stage1_data, tmp_path / "p", {"oracle": {"kind": "human"}, "query_times": 1,
+                                                          "arms": arms})
+    code, out, err = active(project, monkeypatch, capsys, arms=("obcp", "fullbit"), workers=2)
+    assert code == 3, err
+    assert "2 of 2 arm(s) of seed 0 are waiting for answers" in err and "failed" not in err
+    full = project / "data/runs/seed0/arms/fullbit/cycle_001"
+    sheet = pd.read_csv(full / "questions.csv", keep_default_na=False)
+    assert len(sheet) == 18 and (sheet["asked_class"] == -1).all()  # 60 bits = 18 labels of log2(10) bits
+
+    (project / "data/runs/seed0/arms/obcp/cycle_001/answers.csv").write_text("sample_id,answer\n1,maybe\n")
+    code, out, err = active(project, monkeypatch, capsys, arms=("obcp", "fullbit"), workers=2)
+    assert code == 2, err
+    assert "1 of 2 arm(s) of seed 0 failed" in err and "  obcp: " in err and "'maybe'" in err
+    assert "1 of 2 arm(s) of seed 0 are waiting for answers" in err and "  fullbit: waiting for answers (18" in err
+
+    answer_truthfully(project, 1)
+    truth = pd.read_parquet(project / "data/digits/index.parquet").query("split == 'train'")["label"].to_numpy()
+    given = truth[sheet["sample_id"]].copy()
+    given[:3] = (given[:3] + 1) % 10  # a person's labels, three of them unlike the ground truth
+    names = json.loads((project / "data/digits/classes.json").read_text())["classes"]
+    pd.DataFrame({"sample_id": sheet["sample_id"], "answer": [names[c] for c in given]}).to_csv(
+        full / "answers.csv", index=False)
+    code, out, err = active(project, monkeypatch, capsys, arms=("obcp", "fullbit"), workers=2)
+    assert code == 0, err
+    led = ledger.read(project / "reports/ledger/seed0/fullbit.parquet")
+    assert (led["oracle"] == "human").all() and (led["kind"] == "full").all() and (led["true_label"] == -1).all()
+    assert dict(zip(led["sample_id"], led["label_given"])) == dict(zip(sheet["sample_id"], given))
+    pool = pd.read_parquet(full / "pool.parquet").set_index("sample_id")
+    assert (pool.loc[sheet["sample_id"], "label"].to_numpy() == given).all()
+    assert (ledger.read(project / "reports/ledger/seed0/obcp.parquet")["oracle"] == "human").all()
 
 
 @pytest.mark.slow

@@ -40,3 +40,9 @@ def test_exp_run_query_times_reuses_cached_stages(tmp_path):
     exps = [rev for commit in doc for exp in (commit.get("experiments") or []) for rev in exp["revs"]]
     values = [rev["data"]["params"]["params.yaml"]["data"]["query_times"] for rev in exps]
     assert values == [2]
+    # the human answer store is an input of `active`, never an output: new answers rerun it
+    from pipeline import answers
+
+    answers.append(project / "reports/answers/digits.parquet", answers.rows([3], [1], answer=[True], source="t"))
+    status = run(["dvc", "status", "active@0"], project).stdout
+    assert "changed deps" in status and "reports/answers" in status, status
