@@ -12,7 +12,8 @@ import yaml
 from conftest import ROOT, merge, torchrun
 from pipeline.context import open_run
 from pipeline.history import PredictionHistory
-from pipeline.pretrain import fresh_state, run_stage1, stage1_meta
+from pipeline.pretrain import run_stage1
+from pipeline.runs import fresh_state, stage1_meta
 from pipeline.train import CheckpointError, LossPlan, learning_rate, load_checkpoint, stage2_plan
 from pipeline.config import ArmParams, LossParams
 
