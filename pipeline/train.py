@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -70,6 +70,11 @@ class LossPlan:
     @property
     def needs_bank(self) -> bool:
         return self.contrastive_labeled or self.contrastive_negative
+
+    @property
+    def uses_projection(self) -> bool:
+        """Whether a term reads the query projection q (else the projector gets no gradient)."""
+        return self.contrastive_unlabeled or self.contrastive_labeled or self.contrastive_negative
 
     def weight(self, term: str) -> float:
         """The factor of a loss term (a key of `StepLoss.terms`) in the total."""
@@ -459,7 +464,6 @@ def train_epochs(
     """
     model, bank, optimizer, device = state.model, state.bank, state.optimizer, cfg.device
     unl_loader, lab_loader = loop_loaders(pool, plan, cfg)
-    qnet = DistributedDataParallel(model.encoder_q) if cfg.distributed else model.encoder_q
     on_device = pool.to(device)
     if plan.needs_bank:
         _fill_bank(state, pool, cfg)
@@ -474,7 +478,10 @@ def train_epochs(
     # one stream per loader for the whole call, so that no epoch waits for its first batch
     unl_stream = unl_loader.epochs(state.epoch, until_epoch)
     lab_stream = lab_loader.cycles((labeled_start_epoch(e) for e in range(state.epoch, until_epoch)), steps)
-    with contextlib.closing(unl_stream), contextlib.closing(lab_stream):  # stop the threads on any exit
+    # stop the threads on any exit; the projector of a plan without q stays out of DDP's buckets
+    with contextlib.closing(unl_stream), contextlib.closing(lab_stream), \
+            frozen([] if plan.uses_projection else model.encoder_q.projector.parameters()):
+        qnet = DistributedDataParallel(model.encoder_q) if cfg.distributed else model.encoder_q
         while state.epoch < until_epoch:
             epoch = state.epoch
             record = history is not None and history.in_window(epoch)
@@ -522,6 +529,25 @@ def train_epochs(
             if on_epoch_end is not None:
                 on_epoch_end(state, row)
     return rows
+
+
+@contextlib.contextmanager
+def frozen(params: Iterable[torch.nn.Parameter]) -> Iterator[None]:
+    """Parameters that no loss term reaches, marked as needing no gradient for the block.
+
+    Their gradient is None either way, so SGD skips them and one process computes the same
+    numbers; what changes is DDP, which ignores parameters that need no gradient instead of
+    waiting for theirs forever (the one-bit baseline never reads the query projection). That
+    is free, where `find_unused_parameters=True` walks the autograd graph on every step.
+    """
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _record(history: PredictionHistory | None, epoch: int, pending: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
