@@ -270,8 +270,9 @@ def learning_rate(base: float, epoch: float, total_epochs: int) -> float:
 
 
 def loop_loaders(pool: PoolView, plan: LossPlan, cfg: LoopConfig) -> tuple[ViewLoader, ViewLoader]:
-    """The loop's (unlabeled, labeled) loaders; both yield two views per sample, made on
-    the training device (numba kernels on CPU, torch ops on a GPU).
+    """The loop's (unlabeled, labeled) loaders; both yield two views per sample, made by
+    `train.view_backend`: torch ops on the training device, or numba kernels on CPU (then
+    copied to the device); `auto` is numba on CPU, torch on a GPU.
 
     View 1 feeds the query encoder, view 2 the key encoder, which is also the one-bit
     baseline's teacher and sees a weak view there (mean-teacher style). One pass over the
@@ -279,7 +280,9 @@ def loop_loaders(pool: PoolView, plan: LossPlan, cfg: LoopConfig) -> tuple[ViewL
     labeled set.
     """
     tp = cfg.train
-    common = dict(num_workers=tp.num_workers, hflip=cfg.hflip, device=cfg.device, order="random")
+    device = None if tp.view_backend == "numba" else cfg.device  # numba: views made from the CPU buffer
+    common = dict(num_workers=tp.num_workers, hflip=cfg.hflip, device=device, order="random",
+                  view_backend=tp.view_backend)
     unlabeled = make_loader(
         cfg.beton,
         batch_size=tp.batch_size * tp.unlabeled_ratio,
@@ -330,9 +333,12 @@ class Precision:
 
 
 def loop_precision(train: TrainParams, device: torch.device) -> Precision:
-    """float16 autocast + GradScaler on a GPU when `train.amp`; float32 elsewhere."""
+    """float16 autocast + GradScaler on a GPU when `train.amp`; bfloat16 autocast + GradScaler
+    on CPU when `train.cpu_amp` (the GPU's path, for tests); float32 otherwise."""
     if train.amp and device.type == "cuda":
         return Precision("cuda", torch.float16)
+    if train.cpu_amp and device.type == "cpu":
+        return Precision("cpu", torch.bfloat16)
     return Precision(device.type)
 
 
