@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test bench clean-runs
+.PHONY: setup repro test bench gpu-check clean-runs
 
 setup:
 	@bash .ci/setup
@@ -18,6 +18,9 @@ test: setup
 
 bench: setup
 	obcp bench
+
+gpu-check: setup
+	obcp gpu-check
 
 clean-runs:
 	rm -rf data/runs reports/ledger reports/metrics

@@ -38,7 +38,7 @@ from pipeline.config import ArmParams, as_dict
 from pipeline.context import RunContext
 from pipeline.errors import ObcpError
 from pipeline.history import PredictionHistory, epoch_shares, query_epochs
-from pipeline.pretrain import evaluate_model, fresh_state, loop_config, stage1_meta
+from pipeline.runs import evaluate_model, fresh_state, loop_config, stage1_meta
 from pipeline.train import echo, load_checkpoint, pool_view, predict_batches, stage2_plan, train_epochs
 
 

@@ -6,6 +6,7 @@
     obcp annotate --arm A --seed S      answer the human oracle's questions on a local page
                   [--export label-studio | --import EXPORT.json]
     obcp table1                         the paper's Table 1 bit accounting
+    obcp gpu-check [--cpu]              what only a GPU can check, in one command
 """
 from __future__ import annotations
 
@@ -277,6 +278,23 @@ def bench(
         if unknown:
             raise ObcpError(f"--only {unknown}: unknown section(s); choose from {', '.join(SECTIONS)}.")
         run_suite(params, out, tuple(only) or None, quick=quick, echo=typer.echo)
+
+
+@app.command("gpu-check")
+def gpu_check(
+    out: Path = typer.Option(Path("reports/gpu_check.json"), help="where the results go"),
+    cpu: bool = typer.Option(False, "--cpu", help="the same script on CPU: gloo, bfloat16 autocast, torch views, "
+                             "tiny sizes (what CI runs)"),
+) -> None:
+    """What only a GPU can check (nccl, AMP, device views, a CIFAR-shaped dvc repro, train_cifar bench) → JSON + table."""
+    from pipeline.gpu_check import run_gpu_check
+
+    with reported():
+        report = run_gpu_check(out, cpu=cpu, echo=typer.echo)
+    if not report["ok"]:
+        failed = [name for name, c in report["checks"].items() if not c["ok"]]
+        typer.echo(f"gpu-check: {len(failed)} check(s) failed: {', '.join(failed)} (details in {out})", err=True)
+        raise typer.Exit(1)
 
 
 report_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Tables and figures from finished runs.")

@@ -24,6 +24,7 @@ STRATEGIES = ("obcp", "random", "max", "diff2", "entropy")
 METHODS = ("obcp", "onebit", "fullbit")
 ORACLES = ("simulated", "human")
 BACKENDS = ("auto", "gloo", "nccl")
+VIEW_BACKENDS = ("auto", "numba", "torch")
 
 
 class ParamsError(ObcpError):
@@ -72,7 +73,9 @@ class TrainParams:
     weight_decay: float = 5e-4
     num_workers: int = 1
     cpu_threads: int = 1  # torch intra-op threads per process on CPU; fixed, so results do not depend on the machine
-    amp: bool = True  # mixed precision, used on GPU only
+    amp: bool = True  # mixed precision on GPU: float16 autocast + GradScaler
+    view_backend: str = "auto"  # who makes the loop's views: auto (numba on CPU, torch on GPU) | numba | torch
+    cpu_amp: bool = False  # on CPU: bfloat16 autocast + GradScaler, the GPU's AMP path (for tests)
 
 
 @dataclass(frozen=True)
@@ -284,6 +287,7 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
     _check_choice(p.model.arch, ARCHS, "model.arch", problems)
     _check_choice(p.oracle.kind, ORACLES, "oracle.kind", problems)
     _check_choice(p.ddp.backend, BACKENDS, "ddp.backend", problems)
+    _check_choice(p.train.view_backend, VIEW_BACKENDS, "train.view_backend", problems)
     for name, arm in p.arms.items():
         _check_choice(arm.method, METHODS, f"arms.{name}.method", problems)
         _check_choice(arm.strategy, STRATEGIES, f"arms.{name}.strategy", problems)

@@ -11,56 +11,8 @@ from pipeline import io
 from pipeline.context import RunContext
 from pipeline.history import PredictionHistory
 from pipeline.pools import read_pool
-from pipeline.moco import ObCP
-from pipeline.train import LoopConfig, TrainState, build_state, pool_view, stage1_plan, test_accuracy, train_epochs
-
-
-def stage1_meta(ctx: RunContext) -> dict:
-    """Identity of a stage-1 run, stored in and checked against its checkpoint."""
-    p = ctx.params
-    return {
-        "dataset": p.dataset.name,
-        "arch": p.model.arch,
-        "num_classes": ctx.num_classes,
-        "num_samples": ctx.num_samples,
-        "seed": ctx.seed,
-    }
-
-
-def loop_config(ctx: RunContext) -> LoopConfig:
-    p = ctx.params
-    return LoopConfig(
-        beton=ctx.layout.beton("train"),
-        train=p.train,
-        contrastive=p.contrastive,
-        total_epochs=p.train.stage1_epochs + p.train.stage2_epochs,
-        seed=ctx.seed,
-        hflip=p.dataset.hflip,
-        device=ctx.device,
-        distributed=ctx.distributed,
-    )
-
-
-def fresh_state(ctx: RunContext) -> TrainState:
-    p = ctx.params
-    return build_state(
-        arch=p.model.arch,
-        width=p.model.width,
-        proj_dim=p.model.proj_dim,
-        num_classes=ctx.num_classes,
-        num_samples=ctx.num_samples,
-        contrastive=p.contrastive,
-        train=p.train,
-        seed=ctx.seed,
-        meta=stage1_meta(ctx),
-        device=ctx.device,
-    )
-
-
-def evaluate_model(ctx: RunContext, model: ObCP) -> dict[str, float]:
-    """Test-split accuracy of `model` (recorded next to every checkpoint when it is written)."""
-    return test_accuracy(model, ctx.layout.beton("test"), ctx.test_labels, device=ctx.device,
-                         num_workers=ctx.params.train.num_workers)
+from pipeline.runs import evaluate_model, fresh_state, loop_config
+from pipeline.train import TrainState, pool_view, stage1_plan, train_epochs
 
 
 def run_stage1(ctx: RunContext, out_dir: Path, *, until_epoch: int | None = None,

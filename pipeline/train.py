@@ -1,10 +1,12 @@
 """The one training loop used by every training stage (stage 1 and each cycle's retrain).
 
 Per step: a labeled batch from a cycling loader and an unlabeled batch (one pass over
-the unlabeled pool is an epoch), both with two augmented views. The query encoder sees
-view 1, the key encoder view 2. Which loss terms are on is a `LossPlan`; the learning
-rate is a cosine over the whole run (stage 1 + stage 2 epochs), a pure function of the
-(fractional) epoch, so a checkpoint needs no scheduler object.
+the unlabeled pool is an epoch), both with two augmented views (a `StepBatch`). The query
+encoder sees view 1, the key encoder view 2. Which loss terms are on is a `LossPlan`, and
+`step_loss` is the one place that turns a plan into terms; `train_epochs` is the plain
+loop around it (learning rate, loss, backward, step, queue and bank, history, logging).
+The learning rate is a cosine over the whole run (stage 1 + stage 2 epochs), a pure
+function of the (fractional) epoch, so a checkpoint needs no scheduler object.
 
 Under DDP every rank runs the same number of steps: the step count is the maximum over
 ranks, and a rank whose unlabeled shard is exhausted contributes an empty unlabeled
@@ -13,12 +15,13 @@ batch (every loss term is defined on empty input), so collectives never mismatch
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -29,7 +32,7 @@ from tqdm import tqdm
 from pipeline import distributed as dist
 from pipeline import losses
 from pipeline.config import ArmParams, ContrastiveParams, LossParams, TrainParams
-from pipeline.datasets.loaders import ViewLoader, make_loader
+from pipeline.datasets.loaders import Batch, ViewLoader, make_loader
 from pipeline.errors import ObcpError
 from pipeline.history import PredictionHistory
 from pipeline.moco import LabelBank, ObCP
@@ -68,6 +71,16 @@ class LossPlan:
     def needs_bank(self) -> bool:
         return self.contrastive_labeled or self.contrastive_negative
 
+    @property
+    def uses_projection(self) -> bool:
+        """Whether a term reads the query projection q (else the projector gets no gradient)."""
+        return self.contrastive_unlabeled or self.contrastive_labeled or self.contrastive_negative
+
+    def weight(self, term: str) -> float:
+        """The factor of a loss term (a key of `StepLoss.terms`) in the total."""
+        return {"sup": 1.0, "c_u": self.lambda_ctr, "c_l": self.lambda_ctr, "c_n": self.lambda_ctr,
+                "neg": self.lambda_neg, "cons": self.lambda_cons}[term]
+
 
 def stage1_plan(loss: LossParams) -> LossPlan:
     return LossPlan(lambda_ctr=loss.lambda_ctr)
@@ -102,6 +115,11 @@ class PoolView:
     in_sup: torch.Tensor
     in_bank: torch.Tensor
     denied: torch.Tensor
+
+    def to(self, device: torch.device) -> PoolView:
+        """The same view with its tensors on `device` (the id arrays stay numpy)."""
+        return dataclasses.replace(self, labels=self.labels.to(device), in_sup=self.in_sup.to(device),
+                                   in_bank=self.in_bank.to(device), denied=self.denied.to(device))
 
 
 def pool_view(pool: pd.DataFrame, num_classes: int, arm: ArmParams | None = None) -> PoolView:
@@ -224,7 +242,7 @@ def load_checkpoint(path: Path, state: TrainState, *, expect: dict[str, Any]) ->
     state.meta = {**ckpt["meta"], **state.meta}
 
 
-# --------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------- loop inputs
 
 
 @dataclass(frozen=True)
@@ -252,8 +270,9 @@ def learning_rate(base: float, epoch: float, total_epochs: int) -> float:
 
 
 def loop_loaders(pool: PoolView, plan: LossPlan, cfg: LoopConfig) -> tuple[ViewLoader, ViewLoader]:
-    """The loop's (unlabeled, labeled) loaders; both yield two views per sample, made on
-    the training device (numba kernels on CPU, torch ops on a GPU).
+    """The loop's (unlabeled, labeled) loaders; both yield two views per sample, made by
+    `train.view_backend`: torch ops on the training device, or numba kernels on CPU (then
+    copied to the device); `auto` is numba on CPU, torch on a GPU.
 
     View 1 feeds the query encoder, view 2 the key encoder, which is also the one-bit
     baseline's teacher and sees a weak view there (mean-teacher style). One pass over the
@@ -261,7 +280,9 @@ def loop_loaders(pool: PoolView, plan: LossPlan, cfg: LoopConfig) -> tuple[ViewL
     labeled set.
     """
     tp = cfg.train
-    common = dict(num_workers=tp.num_workers, hflip=cfg.hflip, device=cfg.device, order="random")
+    device = None if tp.view_backend == "numba" else cfg.device  # numba: views made from the CPU buffer
+    common = dict(num_workers=tp.num_workers, hflip=cfg.hflip, device=device, order="random",
+                  view_backend=tp.view_backend)
     unlabeled = make_loader(
         cfg.beton,
         batch_size=tp.batch_size * tp.unlabeled_ratio,
@@ -289,6 +310,144 @@ def labeled_start_epoch(epoch: int) -> int:
     return epoch * 10_000
 
 
+# --------------------------------------------------------------------------- one step
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The loop's arithmetic: float32, or autocast to `dtype` with a loss-scaling GradScaler."""
+
+    device_type: str
+    dtype: torch.dtype | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.dtype is not None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.enabled else contextlib.nullcontext()
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler for this precision (a pass-through when autocast is off)."""
+        return torch.amp.GradScaler(self.device_type, enabled=self.enabled)
+
+
+def loop_precision(train: TrainParams, device: torch.device) -> Precision:
+    """float16 autocast + GradScaler on a GPU when `train.amp`; bfloat16 autocast + GradScaler
+    on CPU when `train.cpu_amp` (the GPU's path, for tests); float32 otherwise."""
+    if train.amp and device.type == "cuda":
+        return Precision("cuda", torch.float16)
+    if train.cpu_amp and device.type == "cpu":
+        return Precision("cpu", torch.bfloat16)
+    return Precision(device.type)
+
+
+@dataclass(frozen=True)
+class StepBatch:
+    """One step's samples on the training device: nl labeled, then nu unlabeled (nu may be 0).
+
+    xl1, xl2 [nl, 3, H, W] and xu1, xu2 [nu, 3, H, W]: view 1 (query encoder) and view 2
+    (key encoder) of the labeled and the unlabeled samples; idl [nl], idu [nu]: their ids.
+    """
+
+    xl1: torch.Tensor
+    xl2: torch.Tensor
+    idl: torch.Tensor
+    xu1: torch.Tensor
+    xu2: torch.Tensor
+    idu: torch.Tensor
+
+    @property
+    def nl(self) -> int:
+        return self.xl1.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.xl1.shape[0] + self.xu1.shape[0]
+
+
+def step_batch(lab: Batch, unl: Batch | None, device: torch.device) -> StepBatch:
+    """A labeled and an unlabeled loader batch on `device`. `unl` None (this rank's shard
+    is exhausted) gives an empty unlabeled part, which keeps collectives in step."""
+    xl1, xl2 = (v.to(device, non_blocking=True) for v in lab.views)
+    idl = lab.ids.to(device)
+    if unl is None:
+        return StepBatch(xl1, xl2, idl, xl1[:0], xl2[:0], idl[:0])
+    xu1, xu2 = (v.to(device, non_blocking=True) for v in unl.views)
+    return StepBatch(xl1, xl2, idl, xu1, xu2, unl.ids.to(device))
+
+
+@dataclass(frozen=True)
+class StepLoss:
+    """A step's loss and the forward results that the loop uses after the update."""
+
+    total: torch.Tensor  # [] Σ plan.weight(term) · term: what is backpropagated
+    terms: dict[str, torch.Tensor]  # [] each term that is on, unweighted (sup, c_u, c_l, c_n, neg, cons)
+    logits_u: torch.Tensor  # [nu, C] query logits of the unlabeled view 1 (prediction history)
+    ku: torch.Tensor  # [nu, D] keys of the unlabeled view 2 (enqueued)
+    kl: torch.Tensor | None  # [nl, D] keys of the labeled view 2 (label bank), when the plan uses the bank
+
+
+def step_loss(model: ObCP, qnet: torch.nn.Module, bank: LabelBank, batch: StepBatch, pool: PoolView,
+              plan: LossPlan, cp: ContrastiveParams, precision: Precision,
+              gen: torch.Generator | None = None) -> StepLoss:
+    """Forward both encoders on `batch` and assemble the loss terms that `plan` turns on.
+
+    `qnet`: the query encoder (DDP-wrapped under torchrun); the key encoder takes its EMA
+    step first. `pool`: the loop's pool view with its tensors on the batch's device.
+    `gen`: draws the label bank's positives and hard negatives (plans that use the bank).
+    """
+    b, nl = batch, batch.nl
+    with precision.autocast():
+        logits, q = qnet(torch.cat([b.xl1, b.xu1]))
+    with torch.no_grad():
+        model.momentum_update()
+        with precision.autocast():  # labeled keys only for the bank terms
+            logits_k, k = model.keys(torch.cat([b.xl2, b.xu2]) if plan.needs_bank else b.xu2)
+    if precision.enabled:
+        logits, q, logits_k, k = logits.float(), q.float(), logits_k.float(), k.float()
+    ql, qu = q[:nl], q[nl:]
+    kl, ku, logits_ku = (k[:nl], k[nl:], logits_k[nl:]) if plan.needs_bank else (None, k, logits_k)
+    yl = pool.labels[b.idl]
+    sup_mask = pool.in_sup[b.idl]
+    den_u = pool.denied[b.idu]
+    has_neg = den_u.any(dim=1)
+    queue = model.queue.detach()  # enqueue runs after backward and step: no copy needed
+
+    terms = {"sup": losses.sup_loss(logits[:nl][sup_mask], yl[sup_mask])}
+    if plan.contrastive_unlabeled:
+        if plan.contrastive_negative:  # samples with a denied class are in L_c.n instead
+            terms["c_u"] = losses.contrastive_unlabeled(qu[~has_neg], ku[~has_neg], queue, cp.temperature)
+        else:
+            terms["c_u"] = losses.contrastive_unlabeled(qu, ku, queue, cp.temperature)
+    if plan.contrastive_labeled:
+        bmask = pool.in_bank[b.idl]
+        pos, valid = bank.sample_positives(b.idl[bmask], yl[bmask], gen)
+        terms["c_l"] = losses.contrastive_labeled(ql[bmask], kl[bmask], pos, valid, queue, cp.temperature)
+    if plan.contrastive_negative:
+        hard, hvalid = bank.sample_negatives(den_u[has_neg], cp.hard_negatives, gen)
+        terms["c_n"] = losses.contrastive_negative(qu[has_neg], ku[has_neg], queue, hard, hvalid, cp.temperature)
+    if plan.negative_loss:
+        terms["neg"] = losses.negative_loss(logits[nl:], den_u)
+    if plan.denied_consistency:
+        terms["cons"] = losses.denied_consistency(logits[nl:], logits_ku, den_u)
+
+    total = terms["sup"]
+    for name, term in terms.items():
+        if name != "sup":
+            total = total + plan.weight(name) * term
+    return StepLoss(total=total, terms=terms, logits_u=logits[nl:], ku=ku, kl=kl)
+
+
+def bank_generator(cfg: LoopConfig, epoch: int, step: int) -> torch.Generator:
+    """The label bank's sampler for one step: a function of (seed, epoch, step, rank)."""
+    return torch.Generator(device=cfg.device).manual_seed(cfg.seed * 1_000_003 + epoch * 10_007 + step * 101
+                                                          + dist.rank())
+
+
+# --------------------------------------------------------------------------- the loop
+
+
 def train_epochs(
     state: TrainState,
     pool: PoolView,
@@ -309,21 +468,13 @@ def train_epochs(
     `history` (rank 0 only matters; every rank passes whether to record) receives the
     softmax of every unlabeled sample's view-1 forward pass, gathered across ranks.
     """
-    model, bank, device = state.model, state.bank, cfg.device
-    tp, cp = cfg.train, cfg.contrastive
+    model, bank, optimizer, device = state.model, state.bank, state.optimizer, cfg.device
     unl_loader, lab_loader = loop_loaders(pool, plan, cfg)
-    qnet: torch.nn.Module = model.encoder_q
-    if cfg.distributed:
-        qnet = DistributedDataParallel(model.encoder_q)
-    labels = pool.labels.to(device)
-    in_sup, in_bank, denied = pool.in_sup.to(device), pool.in_bank.to(device), pool.denied.to(device)
+    on_device = pool.to(device)
     if plan.needs_bank:
         _fill_bank(state, pool, cfg)
-    use_amp = tp.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-
-    def amp() -> contextlib.AbstractContextManager:
-        return torch.autocast(device.type) if use_amp else contextlib.nullcontext()
+    precision = loop_precision(cfg.train, device)
+    scaler = precision.scaler()
 
     rows: list[dict[str, float]] = []
     own_steps = steps = len(unl_loader)  # per epoch; the pool does not change within a call
@@ -333,7 +484,10 @@ def train_epochs(
     # one stream per loader for the whole call, so that no epoch waits for its first batch
     unl_stream = unl_loader.epochs(state.epoch, until_epoch)
     lab_stream = lab_loader.cycles((labeled_start_epoch(e) for e in range(state.epoch, until_epoch)), steps)
-    with contextlib.closing(unl_stream), contextlib.closing(lab_stream):  # stop the threads on any exit
+    # stop the threads on any exit; the projector of a plan without q stays out of DDP's buckets
+    with contextlib.closing(unl_stream), contextlib.closing(lab_stream), \
+            frozen([] if plan.uses_projection else model.encoder_q.projector.parameters()):
+        qnet = DistributedDataParallel(model.encoder_q) if cfg.distributed else model.encoder_q
         while state.epoch < until_epoch:
             epoch = state.epoch
             record = history is not None and history.in_window(epoch)
@@ -343,97 +497,35 @@ def train_epochs(
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{until_epoch}", leave=False,
                        disable=not (progress and dist.is_main() and sys.stderr.isatty()))
             for step in bar:
-                lr = learning_rate(tp.lr, epoch + step / max(steps, 1), cfg.total_epochs)
-                for group in state.optimizer.param_groups:
+                lr = learning_rate(cfg.train.lr, epoch + step / max(steps, 1), cfg.total_epochs)
+                for group in optimizer.param_groups:
                     group["lr"] = lr
-                lab = next(lab_stream)
-                unl = next(unl_stream) if step < own_steps else None
-                xl1, xl2 = (v.to(device, non_blocking=True) for v in lab.views)
-                idl = lab.ids.to(device)
-                if unl is not None:
-                    xu1, xu2 = (v.to(device, non_blocking=True) for v in unl.views)
-                    idu = unl.ids.to(device)
-                else:  # this rank's shard is exhausted; keep collectives in step
-                    xu1, xu2 = xl1[:0], xl2[:0]
-                    idu = idl[:0]
-                nl = xl1.shape[0]
-                gen = None
-                if plan.needs_bank:  # bank sampling only
-                    gen = torch.Generator(device=device).manual_seed(
-                        cfg.seed * 1_000_003 + epoch * 10_007 + step * 101 + dist.rank()
-                    )
+                batch = step_batch(next(lab_stream), next(unl_stream) if step < own_steps else None, device)
+                gen = bank_generator(cfg, epoch, step) if plan.needs_bank else None
+                out = step_loss(model, qnet, bank, batch, on_device, plan, cfg.contrastive, precision, gen)
 
-                with amp():
-                    logits, q = qnet(torch.cat([xl1, xu1]))
-                with torch.no_grad():
-                    model.momentum_update()
-                    with amp():  # labeled keys only for the bank terms
-                        logits_k, k = model.keys(torch.cat([xl2, xu2]) if plan.needs_bank else xu2)
-                if use_amp:
-                    logits, q, logits_k, k = logits.float(), q.float(), logits_k.float(), k.float()
-                ql, qu = q[:nl], q[nl:]
-                kl, ku, logits_ku = (k[:nl], k[nl:], logits_k[nl:]) if plan.needs_bank else (None, k, logits_k)
-                yl = labels[idl]
-                sup_mask = in_sup[idl]
-                terms: dict[str, torch.Tensor] = {"sup": losses.sup_loss(logits[:nl][sup_mask], yl[sup_mask])}
-                den_u = denied[idu]
-                has_neg = den_u.any(dim=1)
-                queue = model.queue.detach()  # enqueue runs after backward and step: no copy needed
-                if plan.contrastive_unlabeled:
-                    if plan.contrastive_negative:  # samples with a denied class are in L_c.n instead
-                        terms["c_u"] = losses.contrastive_unlabeled(qu[~has_neg], ku[~has_neg], queue, cp.temperature)
-                    else:
-                        terms["c_u"] = losses.contrastive_unlabeled(qu, ku, queue, cp.temperature)
-                if plan.contrastive_labeled:
-                    bmask = in_bank[idl]
-                    pos, valid = bank.sample_positives(idl[bmask], yl[bmask], gen)
-                    terms["c_l"] = losses.contrastive_labeled(
-                        ql[bmask], kl[bmask], pos, valid, queue, cp.temperature
-                    )
-                if plan.contrastive_negative:
-                    hard, hvalid = bank.sample_negatives(den_u[has_neg], cp.hard_negatives, gen)
-                    terms["c_n"] = losses.contrastive_negative(
-                        qu[has_neg], ku[has_neg], queue, hard, hvalid, cp.temperature
-                    )
-                if plan.negative_loss:
-                    terms["neg"] = losses.negative_loss(logits[nl:], den_u)
-                if plan.denied_consistency:
-                    terms["cons"] = losses.denied_consistency(logits[nl:], logits_ku, den_u)
-                total = terms["sup"]
-                for name in ("c_u", "c_l", "c_n"):
-                    if name in terms:
-                        total = total + plan.lambda_ctr * terms[name]
-                if "neg" in terms:
-                    total = total + plan.lambda_neg * terms["neg"]
-                if "cons" in terms:
-                    total = total + plan.lambda_cons * terms["cons"]
-
-                state.optimizer.zero_grad(set_to_none=True)
-                if use_amp:
-                    scaler.scale(total).backward()
-                    scaler.step(state.optimizer)
-                    scaler.update()
-                else:
-                    total.backward()
-                    state.optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(out.total).backward()
+                scaler.step(optimizer)
+                scaler.update()
 
                 with torch.no_grad():
-                    model.enqueue(ku)
+                    model.enqueue(out.ku)
                     if plan.needs_bank:
-                        bank.update(idl[in_bank[idl]], kl[in_bank[idl]])
+                        keep = on_device.in_bank[batch.idl]
+                        bank.update(batch.idl[keep], out.kl[keep])
                     if record:
-                        pending.append((idu, torch.softmax(logits[nl:].detach(), dim=1)))
+                        pending.append((batch.idu, torch.softmax(out.logits_u.detach(), dim=1)))
                         if len(pending) == record_every or step == steps - 1:  # same steps on every rank
                             _record(history, epoch, pending)
-                    terms["total"] = total
-                    for name, value in terms.items():  # summed on the device: no sync per step
+                    for name, value in {**out.terms, "total": out.total}.items():  # summed on the device
                         sums[name] = sums[name] + value.double() if name in sums else value.double()
-                seen += nl + xu1.shape[0]
+                seen += batch.size
 
             state.epoch += 1
             dist.sync_buffers(model)  # BN statistics follow each rank's batches; keep rank 0's
             seconds = time.perf_counter() - t0
-            row = {"epoch": epoch, "lr": lr if steps else tp.lr, "steps": steps, "seconds": seconds}
+            row = {"epoch": epoch, "lr": lr if steps else cfg.train.lr, "steps": steps, "seconds": seconds}
             row.update({f"loss_{k}": float(v) / max(steps, 1) for k, v in sums.items()})
             row["images_per_s"] = seen * (dist.world_size()) / seconds if seconds > 0 else 0.0
             rows.append(row)
@@ -443,6 +535,25 @@ def train_epochs(
             if on_epoch_end is not None:
                 on_epoch_end(state, row)
     return rows
+
+
+@contextlib.contextmanager
+def frozen(params: Iterable[torch.nn.Parameter]) -> Iterator[None]:
+    """Parameters that no loss term reaches, marked as needing no gradient for the block.
+
+    Their gradient is None either way, so SGD skips them and one process computes the same
+    numbers; what changes is DDP, which ignores parameters that need no gradient instead of
+    waiting for theirs forever (the one-bit baseline never reads the query projection). That
+    is free, where `find_unused_parameters=True` walks the autograd graph on every step.
+    """
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _record(history: PredictionHistory | None, epoch: int, pending: list[tuple[torch.Tensor, torch.Tensor]]) -> None:

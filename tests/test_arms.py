@@ -6,17 +6,23 @@
   `--arm`, nothing else is touched.
 - One failing arm stops the stage with exit 2 and a message naming it; the other arms
   finish and keep their cycles.
+- Under DDP (torchrun, 2 gloo ranks) every method and Table-4 ablation trains, in turn,
+  to identical weights on both ranks; rank 0 alone writes.
 """
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+import yaml
 
-from conftest import project_from, run
+from conftest import ROOT, project_from, run, torchrun
+from ddp.arms_run import digest
 from pipeline import ledger
 
 TWO_ARMS = {"arms": {"obcp": {"method": "obcp", "strategy": "obcp"},
@@ -24,6 +30,16 @@ TWO_ARMS = {"arms": {"obcp": {"method": "obcp", "strategy": "obcp"},
 ACTIVE = [sys.executable, "-m", "stages.active", "--seed", "0"]
 BOTH = ["--arm", "obcp", "--arm", "random"]
 ARMS = Path("data/runs/seed0/arms")
+# the loss terms each method and Table-4 ablation trains with in stage 2 (log.csv's loss_* columns)
+TERMS = {
+    "obcp": ["sup", "c_u", "c_l", "c_n", "neg"],
+    "onebit": ["sup", "cons"],
+    "fullbit": ["sup", "c_u", "c_l"],
+    "no_yes_sup": ["sup", "c_u", "c_l", "c_n", "neg"],
+    "no_yes_ctr": ["sup", "c_u", "c_l", "c_n", "neg"],
+    "no_neg_ctr": ["sup", "c_u", "c_l", "neg"],
+    "no_neg_loss": ["sup", "c_u", "c_l", "c_n"],
+}
 LEDGERS = Path("reports/ledger/seed0")
 
 
@@ -120,18 +136,35 @@ def test_a_failing_arm_exits_2_naming_it_and_the_others_finish(stage1_data, tmp_
     assert bad.read_bytes() == b"this is not parquet"
 
 
-def test_under_ddp_the_arms_run_in_turn_on_every_rank(stage1_data, tmp_path):
-    """`pipeline.launch 2` = torchrun with 2 gloo ranks: the arms run one after another
-    (even when --workers asks for more), each on both ranks; rank 0 writes."""
-    project = project_from(stage1_data, tmp_path / "ddp", TWO_ARMS)
-    out = run([sys.executable, "-m", "pipeline.launch", "2", "stages.active", "--seed", "0", *BOTH,
-               "--workers", "2"], project)
+@pytest.mark.slow
+def test_every_method_and_ablation_under_ddp(stage1_data, tmp_path):
+    """One torchrun launch, 2 gloo ranks, `stages.active` with obcp, onebit, fullbit and the four
+    Table-4 ablations: the arms run in turn on both ranks (no forked workers, even when --workers
+    asks for them), each with its own loss terms; after every retrain both ranks hold identical
+    weights and label bank; rank 0 alone writes (the checkpoint holds those weights) and logs."""
+    arms = {name: arm for name, arm in yaml.safe_load((ROOT / "params.yaml").read_text())["arms"].items()
+            if name in TERMS}
+    project = project_from(stage1_data, tmp_path / "ddp", {
+        "arms": arms, "query_times": 1, "train": {"stage2_epochs": 1}, "ddp": {"backend": "gloo"}})
+    out = torchrun(2, [str(ROOT / "tests/ddp/arms_run.py"), str(project), str(tmp_path / "out")], ROOT)
     assert "at a time" not in out.stdout  # no forked workers under DDP
-    for arm in ("obcp", "random"):
-        assert arm_cycles_done(project, arm) == ["cycle_001", "cycle_002"], arm
+    ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]["states"]) == len(TERMS)  # one retrain per arm, in params order
+    assert ranks[0]["states"] == ranks[1]["states"], "the ranks ended a retrain with different weights"
+    assert ranks[1]["writes"] == []
+    assert len(ranks[0]["writes"]) == len(set(ranks[0]["writes"]))  # every artifact written once
+    for (arm, terms), state in zip(TERMS.items(), ranks[0]["states"]):
+        cycle = project / ARMS / arm / "cycle_001"
+        ckpt = torch.load(cycle / "checkpoint.pt", weights_only=False)
+        assert digest(ckpt["model"]) == state["model"], arm
         assert out.stdout.count(f"[{arm} seed 0] cycle 1: asking") == 1  # logged by rank 0 only
+        log = pd.read_csv(cycle / "log.csv")
+        assert sorted(c[5:] for c in log.columns if c.startswith("loss_")) == sorted([*terms, "total"]), arm
+        assert log.filter(like="loss_").notna().all().all(), arm
         led = ledger.read(project / LEDGERS / f"{arm}.parquet")
-        assert len(led) == 60 and (led["arm"] == arm).all()
+        manifest = json.loads((cycle / "manifest.json").read_text())
+        assert len(led) == manifest["asked"] > 0 and (led["arm"] == arm).all(), arm
+        assert not led.duplicated(["sample_id", "asked_class"]).any(), arm
 
 
 def test_changing_one_arm_retrains_only_that_arm(parallel, tmp_path):

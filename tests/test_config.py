@@ -59,6 +59,8 @@ def test_defaults_are_valid():
         ({"seeds": [1, 1]}, "seeds", "duplicates"),
         ({"ddp": {"nproc": 0}}, "ddp.nproc", "≥ 1"),
         ({"ddp": {"backend": "mpi"}}, "ddp.backend", "unknown value"),
+        ({"train": {"view_backend": "cuda"}}, "train.view_backend", "unknown value"),
+        ({"train": {"cpu_amp": "bf16"}}, "train.cpu_amp", "true/false"),
         ({"dataset": {"jpeg_quality": 101}}, "dataset.jpeg_quality", "[1, 100]"),
         ({"train": "fast"}, "train", "mapping"),
     ],

@@ -31,19 +31,20 @@ def _digits(tmp: Path, name: str, params: Path, overrides: dict):
     return project, open_run(project / "params.yaml", 0, root=project)
 
 
-def _cifar_shaped(tmp: Path, quick: bool):
-    """The CIFAR-10 preset (ResNet-18, batch 64 + 64) on random 32x32 images, seed 0."""
+def cifar_shaped(tmp: Path, *, n: int, overrides: dict | None = None):
+    """The CIFAR-10 preset (ResNet-18, batch 64 + 64) on `n` random 32x32 images, seed 0
+    (`overrides` on top, e.g. tiny sizes for a CPU dry run)."""
     import numba
 
     from pipeline.bench.convert import synthetic_source
-    from pipeline.bench.workspace import scratch_project
+    from pipeline.bench.workspace import merge_params, scratch_project
     from pipeline.context import open_run
 
-    n = 640 if quick else 20_000
     preset = Path(__file__).resolve().parent.parent / "presets" / "cifar10.yaml"
-    overrides = {"seeds": [0], "budget": {"initial": n // 10, "one_bit": n // 10},
-                 "train": {"num_workers": min(8, numba.config.NUMBA_NUM_THREADS)}}
-    project = scratch_project(tmp / "train_cifar", preset, overrides, source=synthetic_source(n, 32))
+    base = {"seeds": [0], "budget": {"initial": n // 10, "one_bit": n // 10},
+            "train": {"num_workers": min(8, numba.config.NUMBA_NUM_THREADS)}}
+    project = scratch_project(tmp / "train_cifar", preset, merge_params(base, overrides or {}),
+                              source=synthetic_source(n, 32))
     return open_run(project / "params.yaml", 0, root=project)
 
 
@@ -94,7 +95,7 @@ def run_suite(params: Path, out: Path, sections: tuple[str, ...] | None = None, 
             elif name == "train_cifar":
                 from pipeline.bench.train import bench_train_loop
 
-                report[name] = bench_train_loop(_cifar_shaped(tmp, quick), epochs=3 if quick else 4)
+                report[name] = bench_train_loop(cifar_shaped(tmp, n=640 if quick else 20_000), epochs=3 if quick else 4)
             report[name]["bench_seconds"] = round(time.perf_counter() - t0, 1)
     io.write_json(out, report)
     echo(summary_table(report))

@@ -14,7 +14,6 @@ hit both alike; the headline is the median of the per-epoch ratios.
 """
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 
@@ -26,8 +25,9 @@ from pipeline.datasets import make_loader
 from pipeline.datasets.loaders import ViewLoader
 from pipeline.history import PredictionHistory
 from pipeline.pools import read_pool
-from pipeline.pretrain import fresh_state, loop_config
-from pipeline.train import LossPlan, labeled_start_epoch, loop_loaders, pool_view, stage1_plan, train_epochs
+from pipeline.runs import fresh_state, loop_config
+from pipeline.train import (LossPlan, labeled_start_epoch, loop_loaders, loop_precision, pool_view, stage1_plan,
+                            train_epochs)
 
 
 class PureStep:
@@ -36,9 +36,9 @@ class PureStep:
     def __init__(self, ctx: RunContext, plan: LossPlan):
         p = ctx.params
         self.device = ctx.device
-        self.use_amp = p.train.amp and self.device.type == "cuda"  # as the loop does
+        self.precision = loop_precision(p.train, self.device)  # as the loop does
         self.state = fresh_state(ctx)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.scaler = self.precision.scaler()
         self.lambda_ctr, self.temperature = plan.lambda_ctr, p.contrastive.temperature
         b_l, b_u = p.train.batch_size, p.train.batch_size * p.train.unlabeled_ratio
         shape = read_shape(ctx)
@@ -46,28 +46,21 @@ class PureStep:
         self.xl, self.xu1, self.xu2 = (torch.randn(n, *shape, generator=gen).to(self.device) for n in (b_l, b_u, b_u))
         self.yl = torch.randint(0, ctx.num_classes, (b_l,), generator=gen).to(self.device)
 
-    def _amp(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type) if self.use_amp else contextlib.nullcontext()
-
     def step(self, n_l: int, n_u: int) -> None:
         model, opt = self.state.model, self.state.optimizer
-        with self._amp():
+        with self.precision.autocast():
             logits, q = model(torch.cat([self.xl[:n_l], self.xu1[:n_u]]))
         with torch.no_grad():
             model.momentum_update()
-            with self._amp():
+            with self.precision.autocast():
                 _, k = model.keys(self.xu2[:n_u])
         logits, q, k = logits.float(), q.float(), k.float()
         loss = losses.sup_loss(logits[:n_l], self.yl[:n_l]) + self.lambda_ctr * losses.contrastive_unlabeled(
             q[n_l:], k, model.queue.detach(), self.temperature)
         opt.zero_grad(set_to_none=True)
-        if self.use_amp:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            loss.backward()
-            opt.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
         with torch.no_grad():
             model.enqueue(k)
 

@@ -11,10 +11,11 @@ from pipeline.layout import Layout
 from pipeline.pools import initial_pool, write_pool
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_params(base: dict, over: dict) -> dict:
+    """`over` merged into `base` key by key (a mapping under `arms` replaces the base one)."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "arms" else v
+        out[k] = merge_params(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "arms" else v
     return out
 
 
@@ -23,7 +24,7 @@ def scratch_project(dest: Path, params_file: Path, overrides: dict, source: Arra
     stored under the dataset's name) converted and each seed's initial pool drawn — the
     inputs of stage 1, without DVC."""
     dest.mkdir(parents=True, exist_ok=True)
-    raw = _merge(yaml.safe_load(Path(params_file).read_text()), overrides)
+    raw = merge_params(yaml.safe_load(Path(params_file).read_text()), overrides)
     (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     p = load_params(dest / "params.yaml")
     layout = Layout(p.dataset.name, dest)

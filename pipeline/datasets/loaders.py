@@ -191,7 +191,7 @@ class ViewLoader:
                  mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                  image_size: int | None = None, device: torch.device | str | None = None,
                  rank: int | None = None, world_size: int | None = None, batches_ahead: int = 3,
-                 augment: AugmentConfig | None = None):
+                 augment: AugmentConfig | None = None, view_backend: str = "auto"):
         self.beton = Path(beton)
         self.views = check_views(views)
         if order not in ORDERS:
@@ -236,7 +236,7 @@ class ViewLoader:
             std = stats[1] if std is None else std
         config = augment or AugmentConfig(mean=tuple(mean), std=tuple(std), hflip=hflip)
         self.view_maker = ViewMaker(self.views, input_hw=input_hw, output_hw=output_hw, resize=resize,
-                                    config=config, seed=self.seed)
+                                    config=config, seed=self.seed, backend=view_backend)
         self._ffcv = _compiled_reader(self.beton, decoder_key, batch_size=self.batch_size,
                                       num_workers=num_workers, batches_ahead=batches_ahead)
 
@@ -387,7 +387,7 @@ def make_loader(beton: Path | str, *, batch_size: int, views: Sequence[str],
                 distributed: bool = False, drop_last: bool = False, num_workers: int = 1, hflip: bool = True,
                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
                 image_size: int | None = None, device: torch.device | str | None = None,
-                rank: int | None = None, world_size: int | None = None) -> ViewLoader:
+                rank: int | None = None, world_size: int | None = None, view_backend: str = "auto") -> ViewLoader:
     """Build a :class:`ViewLoader` over ``beton`` (validated with ``check_beton`` first).
 
     - ``views``: kinds per view, e.g. ``["strong", "strong"]`` (contrastive pairs),
@@ -400,12 +400,14 @@ def make_loader(beton: Path | str, *, batch_size: int, views: Sequence[str],
     - ``mean``/``std``: normalisation in [0, 1] units; default from ``classes.json`` beside the beton;
     - ``image_size``: side of the float views (default: the stored size; required for
       variable-size data);
-    - ``device``: move batches there (non-blocking) before augmenting; default CPU.
+    - ``device``: move batches there (non-blocking) before augmenting; default CPU;
+    - ``view_backend``: ``numba`` kernels (CPU tensors), ``torch`` ops (any device), or
+      ``auto`` (numba on CPU, torch elsewhere).
     """
     return ViewLoader(beton, batch_size=batch_size, views=views, indices=indices, order=order, seed=seed,
                       distributed=distributed, drop_last=drop_last, num_workers=num_workers, hflip=hflip,
                       mean=mean, std=std, image_size=image_size, device=device, rank=rank,
-                      world_size=world_size)
+                      world_size=world_size, view_backend=view_backend)
 
 
 def _check_indices(indices: np.ndarray | Sequence[int] | None, num_samples: int, beton: Path) -> np.ndarray:
