@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import distributed as dist
-from pipeline import io, ledger, oracle, pools, selection
+from pipeline import diagnostics, io, ledger, oracle, pools, selection
 from pipeline.config import ArmParams, as_dict
 from pipeline.context import RunContext
 from pipeline.errors import ObcpError
@@ -292,6 +292,9 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
             "asked": int(len(queries)),
             "bits_used": pools.bits_used(pool, ctx.num_classes),
             "yes": int(queries["answer"].fillna(False).astype(bool).sum()),
+            # selection quality at query time (pipeline/diagnostics.py; AUROC reads ground truth)
+            "selection": diagnostics.selection_quality(pd.read_parquet(c.dir / "scores.parquet"), queries,
+                                                       ctx.train_labels),
             "test": test,
             "seconds": seconds,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
