@@ -259,10 +259,10 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
     pool = pools.read_pool(c.dir / "pool.parquet")
     state = fresh_state(ctx)
     load_checkpoint(c.prev_dir / "checkpoint.pt", state, expect=c.expect_meta())
-    # every later query whose windows overlap this cycle's epochs (continuing the partial
-    # accumulators the previous cycle carried); None for the last cycle
+    # every later query whose windows overlap this cycle's epochs (rank 0 continues the partial
+    # accumulators the previous cycle carried; the other ranks only ask in_window); None for the last cycle
     history = cycle_history(c.windows, c.query_epoch, c.retrain_until, ctx.num_samples, ctx.num_classes,
-                            carried=c.prev_dir / "history.npz" if c.k > 1 else None)
+                            carried=c.prev_dir / "history.npz" if c.k > 1 and dist.is_main() else None)
     rows = train_epochs(
         state,
         pool_view(pool, ctx.num_classes, c.arm),

@@ -562,12 +562,14 @@ def cycle_history(windows: list[QueryWindow], first_epoch: int, end_epoch: int, 
     """What training epochs [first_epoch, end_epoch) record into, or None if they feed no query.
 
     A window that began before ``first_epoch`` continues the partial accumulator in
-    ``carried`` (the previous cycle's ``history.npz``); the others start empty.
+    ``carried`` (the previous cycle's ``history.npz``); the others start empty. Without
+    ``carried`` every accumulator starts empty: for DDP ranks other than 0, which only
+    ask ``in_window`` (rank 0 records), so they hold no [N, C] arrays.
     """
     fed = open_windows(windows, first_epoch, end_epoch)
-    earlier = [w for w in fed if w.p.start < first_epoch]
+    earlier = [w for w in fed if w.p.start < first_epoch] if carried is not None else []
     loaded = {h.query_epoch: h for h in read_histories(carried, [w.query_epoch for w in earlier])} \
-        if earlier and carried is not None else {}
+        if earlier else {}
     hists = []
     for w in fed:
         hist = loaded.get(w.query_epoch)
