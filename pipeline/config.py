@@ -18,7 +18,7 @@ import yaml
 
 from pipeline.errors import ObcpError
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "glyphs", "cifar10", "cifar100", "imagefolder")
 ARCHS = ("smallcnn", "resnet18_cifar", "resnet50", "vgg16")
 STRATEGIES = ("obcp", "random", "max", "diff2", "entropy")
 METHODS = ("obcp", "onebit", "fullbit")
