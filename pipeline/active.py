@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline import distributed as dist
-from pipeline import answers, io, ledger, oracle, pools, selection
+from pipeline import answers, diagnostics, io, ledger, oracle, pools, selection
 from pipeline.config import ArmParams, as_dict
 from pipeline.context import RunContext
 from pipeline.errors import ObcpError
-from pipeline.history import PredictionHistory, epoch_shares, query_epochs
+from pipeline.history import QueryWindow, cycle_history, epoch_shares, load_query_history, query_epochs, query_windows
 from pipeline.runs import evaluate_model, fresh_state, loop_config, stage1_meta
 from pipeline.train import echo, load_checkpoint, pool_view, predict_batches, stage2_plan, train_epochs
 
@@ -84,6 +84,18 @@ class Cycle:
     def retrain_until(self) -> int:
         t = self.ctx.params.train
         return self.query_epoch + epoch_shares(t.stage2_epochs, self.ctx.params.query_times)[self.k - 1]
+
+    @property
+    def window(self) -> QueryWindow:
+        """This cycle's query's Eq. 7 windows (`selection.window`)."""
+        return self.windows[self.k - 1]
+
+    @property
+    def windows(self) -> list[QueryWindow]:
+        """Every query's Eq. 7 windows (`selection.window`)."""
+        p = self.ctx.params
+        return query_windows(p.train.stage1_epochs, p.train.stage2_epochs, p.query_times, m=p.selection.m,
+                             t=p.selection.t, rule=p.selection.window)
 
     @property
     def full_labels(self) -> bool:
@@ -162,7 +174,7 @@ def score_step(c: Cycle) -> pd.DataFrame:
     state = fresh_state(ctx)
     load_checkpoint(c.prev_dir / "checkpoint.pt", state, expect=c.expect_meta())
     strategy = c.strategy
-    history = PredictionHistory.load(c.prev_dir / "history.npz") if strategy == "obcp" else None
+    history = load_query_history(c.prev_dir / "history.npz", c.window) if strategy == "obcp" else None
     parts = []
     for batch_ids, probs in predict_batches(state.model, ctx.layout.beton("train"), ids, device=ctx.device,
                                             num_workers=ctx.params.train.num_workers):
@@ -288,11 +300,10 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
     pool = pools.read_pool(c.dir / "pool.parquet")
     state = fresh_state(ctx)
     load_checkpoint(c.prev_dir / "checkpoint.pt", state, expect=c.expect_meta())
-    history = None
-    if not c.is_last:
-        nxt = Cycle(ctx, c.arm_name, c.k + 1)
-        history = PredictionHistory(ctx.num_samples, ctx.num_classes, m=ctx.params.selection.m,
-                                    t=ctx.params.selection.t, start_epoch=c.query_epoch, query_epoch=nxt.query_epoch)
+    # every later query whose windows overlap this cycle's epochs (rank 0 continues the partial
+    # accumulators the previous cycle carried; the other ranks only ask in_window); None for the last cycle
+    history = cycle_history(c.windows, c.query_epoch, c.retrain_until, ctx.num_samples, ctx.num_classes,
+                            carried=c.prev_dir / "history.npz" if c.k > 1 and dist.is_main() else None)
     rows = train_epochs(
         state,
         pool_view(pool, ctx.num_classes, c.arm),
@@ -322,6 +333,9 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
             "asked": int(len(queries)),
             "bits_used": pools.bits_used(pool, ctx.num_classes),
             "yes": int(queries["answer"].fillna(False).astype(bool).sum()),
+            # selection quality at query time (pipeline/diagnostics.py; AUROC reads ground truth)
+            "selection": diagnostics.selection_quality(pd.read_parquet(c.dir / "scores.parquet"), queries,
+                                                       ctx.train_labels),
             "test": test,
             "seconds": seconds,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -459,7 +473,7 @@ def check_inputs(c: Cycle) -> None:
     pools.read_pool(c.prev_pool)
     load_checkpoint(c.prev_dir / "checkpoint.pt", fresh_state(c.ctx), expect=c.expect_meta())
     if c.strategy == "obcp":
-        PredictionHistory.load(c.prev_dir / "history.npz")
+        load_query_history(c.prev_dir / "history.npz", c.window)
 
 
 def _main_value(fn: Callable[[], object]) -> object:

@@ -236,7 +236,7 @@ def annotate(
 
 @app.command()
 def preset(
-    name: str = typer.Argument(..., help="cifar10 | cifar100 | imagenet (git checkout params.yaml restores digits)"),
+    name: str = typer.Argument(..., help="glyphs | cifar10 | cifar100 | imagenet (git checkout params.yaml restores digits)"),
     out: Path = typer.Option(Path("params.yaml"), help="where to write it"),
 ) -> None:
     """Write the paper's settings for a dataset as params.yaml (validated first)."""

@@ -18,11 +18,12 @@ import yaml
 
 from pipeline.errors import ObcpError
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "glyphs", "cifar10", "cifar100", "imagefolder")
 ARCHS = ("smallcnn", "resnet18_cifar", "resnet50", "vgg16")
 STRATEGIES = ("obcp", "random", "max", "diff2", "entropy")
 METHODS = ("obcp", "onebit", "fullbit")
 ORACLES = ("simulated", "human")
+WINDOWS = ("since_query", "across_queries")  # Eq. 7 window rules (pipeline/history.py)
 BACKENDS = ("auto", "gloo", "nccl")
 VIEW_BACKENDS = ("auto", "numba", "torch")
 
@@ -96,6 +97,7 @@ class LossParams:
 class SelectionParams:
     m: int = 30  # epochs averaged into p̃ (Eq. 7)
     t: int = 5  # most recent epochs whose log q enter Eq. 7
+    window: str = "since_query"  # since_query: windows stop at the previous query | across_queries: they reach back
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,7 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
     _check_choice(p.dataset.name, DATASETS, "dataset.name", problems)
     _check_choice(p.model.arch, ARCHS, "model.arch", problems)
     _check_choice(p.oracle.kind, ORACLES, "oracle.kind", problems)
+    _check_choice(p.selection.window, WINDOWS, "selection.window", problems)
     _check_choice(p.ddp.backend, BACKENDS, "ddp.backend", problems)
     _check_choice(p.train.view_backend, VIEW_BACKENDS, "train.view_backend", problems)
     for name, arm in p.arms.items():

@@ -36,19 +36,22 @@ def run_metrics(params: Params, layout: Layout, arm_name: str, seed: int, *, num
     log2c = math.log2(num_classes)
     initial = resolve_size(params.budget.initial, num_train)
 
-    def point(cycle: int, bits: float, test: dict, yes: int, asked: int) -> dict:
-        return {"cycle": cycle, "bits": round(bits, 3), "labeled_equiv_pct": round(100 * bits / log2c / num_train, 4),
-                **test, "yes": yes, "asked": asked}
+    def point(cycle: int, bits: float, test: dict, yes: int, asked: int, quality: dict | None = None) -> dict:
+        out = {"cycle": cycle, "bits": round(bits, 3), "labeled_equiv_pct": round(100 * bits / log2c / num_train, 4),
+               **test, "yes": yes, "asked": asked}
+        if quality is not None:  # the cycle's selection quality (pipeline/diagnostics.py)
+            out["selection"] = quality
+        return out
 
     stage1 = _read(layout.stage1_dir(seed) / "test.json", "stage-1 test accuracy")
     points = [point(0, initial * log2c, stage1, 0, 0)]
     for k in range(1, params.query_times + 1):
         m = _read(layout.cycle_dir(seed, arm_name, k) / "manifest.json", f"cycle {k} of arm {arm_name}")
-        points.append(point(k, m["bits_used"], m["test"], m.get("yes", 0), m["asked"]))
+        points.append(point(k, m["bits_used"], m["test"], m.get("yes", 0), m["asked"], m.get("selection")))
     switches = {k: v for k, v in as_dict(arm).items() if k not in ("method", "strategy")}
     return {
         "arm": arm_name, "seed": seed, "method": arm.method, "strategy": arm.strategy, "switches": switches,
         "num_classes": num_classes, "num_train": num_train,
-        "final": {k: v for k, v in points[-1].items() if k not in ("cycle", "yes", "asked")},
+        "final": {k: v for k, v in points[-1].items() if k not in ("cycle", "yes", "asked", "selection")},
         "points": points,
     }

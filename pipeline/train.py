@@ -34,7 +34,7 @@ from pipeline import losses
 from pipeline.config import ArmParams, ContrastiveParams, LossParams, TrainParams
 from pipeline.datasets.loaders import Batch, ViewLoader, make_loader
 from pipeline.errors import ObcpError
-from pipeline.history import PredictionHistory
+from pipeline.history import Recorder
 from pipeline.moco import LabelBank, ObCP
 from pipeline.models import build_encoder
 
@@ -455,7 +455,7 @@ def train_epochs(
     cfg: LoopConfig,
     *,
     until_epoch: int,
-    history: PredictionHistory | None = None,
+    history: Recorder | None = None,
     on_epoch_end: Callable[[TrainState, dict[str, float]], None] | None = None,
     log: Callable[[str], None] | None = echo,
     progress: bool = True,
@@ -556,7 +556,7 @@ def frozen(params: Iterable[torch.nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def _record(history: PredictionHistory | None, epoch: int, pending: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def _record(history: Recorder | None, epoch: int, pending: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Gather the pending (ids [b], softmax [b, C]) of every rank and record them on rank 0."""
     ids = dist.all_gather_varlen(torch.cat([i for i, _ in pending]))
     probs = dist.all_gather_varlen(torch.cat([p for _, p in pending]))

@@ -46,6 +46,7 @@ def test_simulated_cycles_fill_the_ledger_and_pool(stage1_data, tmp_path, monkey
         cycle = project / f"data/runs/seed0/arms/obcp/cycle_{k:03d}"
         for name in ("scores.parquet", "queries.parquet", "pool.parquet", "checkpoint.pt", "manifest.json"):
             assert (cycle / name).exists(), name
+    check_selection_quality(project, led)
     # a rerun with nothing changed skips every cycle
     again = run(ACTIVE, project)
     assert again.stdout.count("up to date, skipped") == 2
@@ -53,6 +54,26 @@ def test_simulated_cycles_fill_the_ledger_and_pool(stage1_data, tmp_path, monkey
     pairs = led[~led["answer"].astype(bool)][["sample_id", "asked_class"]]
     assert not pairs.duplicated().any()
     check_audit(project, led, monkeypatch)
+
+
+def check_selection_quality(project: Path, led: pd.DataFrame) -> None:
+    """Each manifest's `selection` block (pipeline/diagnostics.py) agrees with the ledger and
+    reaches the metrics points."""
+    import json
+
+    from pipeline.config import load_params
+    from pipeline.evaluate import run_metrics
+    from pipeline.layout import Layout
+
+    params = load_params(project / "params.yaml")
+    doc = run_metrics(params, Layout("digits", project), "obcp", 0, num_classes=10, num_train=1437)
+    assert "selection" not in doc["points"][0]  # stage 1 asks nothing
+    for k in (1, 2):
+        sel = json.loads((project / f"data/runs/seed0/arms/obcp/cycle_{k:03d}/manifest.json").read_text())["selection"]
+        asked = led[led["cycle"] == k]["answer"].astype(bool)
+        assert sel["yes_rate"] == pytest.approx(asked.mean(), abs=1e-6)
+        assert 0 <= sel["answer_bits"] <= 1 and 0 <= sel["auroc_wrong"] <= 1 and 0 < sel["selected_confidence"] <= 1
+        assert doc["points"][k]["selection"] == sel
 
 
 def check_audit(project: Path, led: pd.DataFrame, monkeypatch) -> None:

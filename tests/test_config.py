@@ -44,6 +44,7 @@ def test_defaults_are_valid():
         ({"budget": {"initial": 100, "one_bit": 4000}, "query_times": 1}, "budget.one_bit", "exceed"),
         ({"budget": {"initial": 1000}}, "budget.initial", "no unlabeled"),
         ({"selection": {"m": 3, "t": 5}}, "selection.t", "≤ m"),
+        ({"selection": {"window": "sliding"}}, "selection.window", "unknown value"),
         ({"contrastive": {"queue_size": 0}}, "contrastive.queue_size", "≥ 1"),
         ({"contrastive": {"temperature": 0}}, "contrastive.temperature", "> 0"),
         ({"contrastive": {"queue_size": 64, "hard_negatives": 64}}, "contrastive.hard_negatives", "< K"),

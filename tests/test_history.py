@@ -9,8 +9,13 @@ import pytest
 from pipeline.history import (
     HistoryError,
     HistoryFileError,
+    HistorySet,
     PredictionHistory,
+    cycle_history,
     epoch_shares,
+    load_query_history,
+    max_open_accumulators,
+    open_windows,
     query_epochs,
     query_windows,
     window_epochs,
@@ -38,7 +43,7 @@ def test_query_epochs_and_windows():
     assert query_epochs(100, 100, 4) == [100, 125, 150, 175]
     assert query_epochs(10, 7, 3) == [10, 13, 15]
     assert query_epochs(5, 3, 1) == [5]
-    assert query_windows(10, 7, 3) == [(0, 10), (10, 13), (13, 15)]
+    assert [(w.start_epoch, w.query_epoch) for w in query_windows(10, 7, 3, m=3, t=1)] == [(0, 10), (10, 13), (13, 15)]
     assert list(window_epochs(0, 10, 3)) == [7, 8, 9]
     assert list(window_epochs(8, 10, 30)) == [8, 9]
     with pytest.raises(HistoryError, match="at least one epoch"):
@@ -76,7 +81,7 @@ def test_outside_windows_is_noop_and_lazy():
     assert not hist.allocated
     assert np.isnan(hist.uncertainty(np.arange(4))).all()
     hist.record(8, np.arange(4), np.full((4, 3), 1 / 3))
-    assert hist.allocated
+    assert hist.p_sum is not None and hist.logq_sum is None  # each sum from its own window's first epoch
     # epoch 8 is in the p-window (8, 9) but not the t-window (9): still undefined
     assert np.isnan(hist.uncertainty(np.arange(4))).all()
     hist.record(9, np.array([0, 2]), np.full((2, 3), 1 / 3))
@@ -181,3 +186,97 @@ def test_load_errors(tmp_path):
     state["count_p"] = state["count_p"][:1]
     with pytest.raises(HistoryFileError, match="count_p"):
         PredictionHistory.from_state_dict(state)
+
+
+# --------------------------------------------------------------------------- windows across queries
+
+
+def _ranges(rule: str, s1: int, s2: int, k: int, m: int, t: int) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    return [((w.p.start, w.p.stop), (w.q.start, w.q.stop)) for w in query_windows(s1, s2, k, m=m, t=t, rule=rule)]
+
+
+def test_windows_digits_defaults():
+    """stage 1 = 15, stage 2 = 12 over 4 cycles (Q = 15, 18, 21, 24), m = 10, t = 3."""
+    assert _ranges("since_query", 15, 12, 4, 10, 3) == [
+        ((5, 15), (12, 15)), ((15, 18), (15, 18)), ((18, 21), (18, 21)), ((21, 24), (21, 24))]
+    # p~ reaches back to the end of stage 1 (never into it), log q stays on the last t epochs
+    assert _ranges("across_queries", 15, 12, 4, 10, 3) == [
+        ((5, 15), (12, 15)), ((15, 18), (15, 18)), ((15, 21), (18, 21)), ((15, 24), (21, 24))]
+
+
+def test_windows_paper_settings():
+    """stage 1 = 100, stage 2 = 100 over 4 cycles (Q = 100, 125, 150, 175), m = 30, t = 5."""
+    assert _ranges("since_query", 100, 100, 4, 30, 5) == [
+        ((70, 100), (95, 100)), ((100, 125), (120, 125)), ((125, 150), (145, 150)), ((150, 175), (170, 175))]
+    assert _ranges("across_queries", 100, 100, 4, 30, 5) == [
+        ((70, 100), (95, 100)), ((100, 125), (120, 125)), ((120, 150), (145, 150)), ((145, 175), (170, 175))]
+
+
+def test_open_windows_and_memory_bound():
+    paper = query_windows(100, 100, 4, m=30, t=5, rule="across_queries")
+    spans = [(0, 100), (100, 125), (125, 150), (150, 175), (175, 200)]  # stage 1, cycles 1..4
+    assert [[w.k for w in open_windows(paper, a, b)] for a, b in spans] == [[1], [2, 3], [3, 4], [4], []]
+    assert max_open_accumulators(100, 100, 4, m=30, t=5, rule="across_queries") == 3  # 2 p-sums + 1 log-q sum
+    assert max_open_accumulators(100, 100, 4, m=30, t=5, rule="since_query") == 2
+    digits = query_windows(15, 12, 4, m=10, t=3, rule="across_queries")
+    assert [[w.k for w in open_windows(digits, a, b)] for a, b in [(0, 15), (15, 18), (18, 21), (21, 24)]] == [
+        [1], [2, 3, 4], [3, 4], [4]]
+    assert max_open_accumulators(15, 12, 4, m=10, t=3, rule="across_queries") == 4
+    assert max_open_accumulators(15, 12, 4, m=10, t=3, rule="since_query") == 2
+    with pytest.raises(HistoryError, match="window rule"):
+        query_windows(15, 12, 4, m=10, t=3, rule="sliding")
+
+
+def _eq7(p_epochs: list[np.ndarray], q_epochs: list[np.ndarray]) -> np.ndarray:
+    """Eq. 7 from the full per-epoch record: [N]."""
+    p_mean = np.mean(p_epochs, axis=0, dtype=np.float64)
+    return -(p_mean * np.sum([np.log(q.astype(np.float64)) for q in q_epochs], axis=0)).sum(axis=1)
+
+
+@pytest.mark.parametrize("rule", ["since_query", "across_queries"])
+def test_cycles_carry_partial_accumulators(tmp_path, rule):
+    """Stage 1 = 2, stage 2 = 6 over 3 cycles (Q = 2, 4, 6), m = 4, t = 2. across_queries:
+    query 3 averages p over epochs 2..5, across query 2 at epoch 4, so cycle 1 starts its
+    p-sum and hands it to cycle 2 in history.npz; its log-q sum starts at epoch 4."""
+    n, c = 5, 3
+    rng = np.random.default_rng(0)
+    probs = {e: rng.dirichlet(np.ones(c), size=n).astype(np.float32) for e in range(8)}
+    windows = query_windows(2, 6, 3, m=4, t=2, rule=rule)
+    assert [(w.p.start, w.q.start) for w in windows] == (
+        [(0, 0), (2, 2), (4, 4)] if rule == "since_query" else [(0, 0), (2, 2), (2, 4)])
+    ids = np.arange(n)
+    prev = None
+    for k, (first, end) in enumerate([(2, 4), (4, 6), (6, 8)], 1):
+        hist = cycle_history(windows, first, end, n, c, carried=prev)
+        if end == 8:
+            assert hist is None  # the last cycle feeds no query
+            break
+        for e in range(first, end):
+            hist.record(e, ids[::-1], probs[e][::-1])
+        prev = tmp_path / f"cycle{k}.npz"
+        hist.save(prev)
+        nxt = windows[k]  # query k + 1
+        got = load_query_history(prev, nxt).uncertainty(ids)
+        want = _eq7([probs[e] for e in nxt.p], [probs[e] for e in nxt.q])
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    with np.load(tmp_path / "cycle1.npz") as data:
+        if rule == "since_query":
+            assert sorted(data.files) == sorted(PredictionHistory(n, c, m=4, t=2, start_epoch=2,
+                                                                  query_epoch=4).state_dict())
+        else:  # query 3's partial: a p-sum over epochs 2, 3 and no log-q sum yet
+            assert data["query6/p_sum"].shape == (n, c) and data["query6/logq_sum"].shape == (0, c)
+            np.testing.assert_allclose(data["query6/p_sum"], probs[2] + probs[3], rtol=1e-6)
+
+
+def test_history_set_file_and_errors(tmp_path):
+    windows = query_windows(2, 6, 3, m=4, t=2, rule="across_queries")
+    one = HistorySet([windows[1].history(2, 3)])
+    one.save(tmp_path / "one.npz")
+    windows[1].history(2, 3).save(tmp_path / "single.npz")
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "single.npz").read_bytes()
+    with pytest.raises(HistoryFileError, match="no matching partial"):
+        cycle_history(windows, 4, 6, 2, 3, carried=tmp_path / "one.npz")  # query 3's p-sum is missing
+    with pytest.raises(HistoryFileError, match="query 3 is at epoch 6"):
+        load_query_history(tmp_path / "one.npz", windows[2])
+    with pytest.raises(HistoryError, match="one accumulator per query"):
+        HistorySet([windows[1].history(2, 3), windows[1].history(2, 3)])

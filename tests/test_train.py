@@ -79,6 +79,19 @@ def test_stop_and_resume_is_bitwise_identical(digits_data, tmp_path):
     assert len(log) == 1 + 3  # header + one row per epoch, across the stop
 
 
+def test_stage1_does_not_depend_on_query_times_or_window(digits_data, tmp_path):
+    """pretrain's outputs are the same bytes whatever query_times and selection.window are
+    (DESIGN §4; so DVC may reuse the cached stage 1 when they change)."""
+    outs = []
+    variants = {"a": {"query_times": 2}, "b": {"query_times": 1, "selection": {"window": "across_queries"}}}
+    for name, over in variants.items():
+        project = with_params(digits_data, tmp_path / name, over)
+        run_stage1(open_run(project / "params.yaml", 0, root=project), tmp_path / name / "stage1")
+        outs.append(tmp_path / name / "stage1")
+    for file in ("checkpoint.pt", "history.npz", "test.json"):
+        assert (outs[0] / file).read_bytes() == (outs[1] / file).read_bytes(), file
+
+
 def test_checkpoint_errors(digits_data, tmp_path):
     ctx = open_run(digits_data / "params.yaml", 0, root=digits_data)
     state = fresh_state(ctx)

@@ -55,7 +55,8 @@ def _memory(quick: bool) -> dict:
     by_n = [measure(n, 1000, 30, 5, 2) for n in sizes]
     by_c = [measure(150_000, c, 30, 5, 2) for c in (100, 1000)]
     by_m = [measure(50_000, 1000, m, min(5, m), m) for m in (5, 30)]
-    return {"by_N": by_n, "by_C": by_c, "by_m": by_m}
+    by_rule = [measure(150_000, 1000, 30, 5, 5, rule) for rule in ("since_query", "across_queries")]
+    return {"by_N": by_n, "by_C": by_c, "by_m": by_m, "by_rule": by_rule}
 
 
 def run_suite(params: Path, out: Path, sections: tuple[str, ...] | None = None, *, quick: bool = False,
@@ -125,4 +126,6 @@ def summary_table(report: dict) -> str:
     if "memory" in report:
         for r in report["memory"]["by_N"]:
             lines.append(f"history+scoring peak RSS N={r['N']:>9} C={r['C']}  {r['peak_rss_mib']} MiB")
+        for r in report["memory"].get("by_rule", []):
+            lines.append(f"history+scoring peak RSS N={r['N']:>9} C={r['C']} {r['rule']}  {r['peak_rss_mib']} MiB")
     return "\n".join(lines)

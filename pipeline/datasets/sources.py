@@ -9,6 +9,9 @@ Registered names (see :func:`get_source`):
 - ``digits``: scikit-learn's bundled 8x8 digits (offline). Pixels 0..16 become
   ``round(v * 255 / 16)``, replicated to 3 channels; a stratified 80/20 split with
   seed 0, each split in the original row order.
+- ``glyphs``: letters rendered with matplotlib's bundled fonts over crops of
+  scikit-learn's bundled photos, 16x16, generated offline and deterministically
+  (:mod:`pipeline.datasets.glyphs`).
 - ``cifar10`` / ``cifar100``: torchvision's CIFAR under ``root`` (downloaded only with
   ``download=True``).
 - ``imagefolder``: ``root/train/<class>/*`` and ``root/val/<class>/*`` (ImageNet
@@ -365,10 +368,17 @@ def _class_folders(folder: Path) -> list[str]:
     return classes
 
 
+def _glyphs() -> ArraySource:
+    from pipeline.datasets.glyphs import glyphs_source
+
+    return glyphs_source()
+
+
 SourceFactory = Callable[[Path, bool], Source]
 
 _REGISTRY: dict[str, SourceFactory] = {
     "digits": lambda root, download: digits_source(),
+    "glyphs": lambda root, download: _glyphs(),
     "cifar10": lambda root, download: cifar_source("cifar10", root, download=download),
     "cifar100": lambda root, download: cifar_source("cifar100", root, download=download),
     "imagefolder": lambda root, download: ImageFolderSource(root),
