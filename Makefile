@@ -20,4 +20,4 @@ bench: setup
 	obcp bench
 
 clean-runs:
-	rm -rf data/runs reports/ledger reports/metrics
+	rm -rf data/runs reports/ledger/seed* reports/metrics/seed*
