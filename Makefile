@@ -23,4 +23,4 @@ gpu-check: setup
 	obcp gpu-check
 
 clean-runs:
-	rm -rf data/runs reports/ledger reports/metrics
+	rm -rf data/runs reports/ledger/seed* reports/metrics/seed*

@@ -284,7 +284,7 @@ def update_step(c: Cycle) -> pd.DataFrame:
         arm=c.arm_name,
         seed=ctx.seed,
         kind="full" if c.full_labels else "one_bit",
-        asked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        asked_at=None if ctx.params.oracle.kind == "simulated" else ledger.utc_now(),  # no wall clock: reruns equal
     )
     ledger.append(ctx.layout.ledger(c.arm_name, ctx.seed), rows)
     return new

@@ -6,6 +6,7 @@
     obcp annotate --arm A --seed S      answer the human oracle's questions on a local page
                   [--export label-studio | --import EXPORT.json]
     obcp table1                         the paper's Table 1 bit accounting
+    obcp report exps | sweep PARAM V…   compare DVC experiments (Fig. 6); run a sweep first
     obcp gpu-check [--cpu]              what only a GPU can check, in one command
 """
 from __future__ import annotations
@@ -73,15 +74,44 @@ def validate(params: Path = PARAMS) -> None:
 
 @audit_app.command("sample")
 def audit_sample(
-    sample_id: int, arm: str = ARM, seed: int = SEED, params: Path = PARAMS,
+    sample_id: int,
+    arm: list[str] = typer.Option([], help="only this arm (repeatable); default: every arm in params.yaml"),
+    seed: list[int] = typer.Option([], help="only this seed (repeatable); default: every seed in params.yaml"),
+    params: Path = PARAMS,
     csv: bool = typer.Option(False, "--csv"), json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Every question ever asked about one sample: cycle, asked class, answer."""
+    """Every question ever asked about one sample, in every arm and seed: cycle, asked class, answer."""
     from pipeline import ledger
+    from pipeline.config import load_params
+    from pipeline.layout import Layout
 
     with reported():
-        frame, _ = _ledger(params, arm, seed)
-        _emit(ledger.for_sample(frame, sample_id), _fmt(csv, json))
+        p = load_params(params)
+        arms, seeds = arm or list(p.arms), seed or list(p.seeds)
+        for name in arms:
+            p.arm(name)
+        layout = Layout(p.dataset.name)
+        found, absent = [], []
+        for s in seeds:
+            for name in arms:
+                path = layout.ledger(name, s)
+                if path.is_file():
+                    found.append(ledger.for_sample(ledger.read(path), sample_id))
+                else:
+                    absent.append(f"{name}/seed {s}")
+        if len(found) == 0:
+            raise ObcpError(
+                f"no query ledger for arm(s) {', '.join(arms)} and seed(s) {', '.join(map(str, seeds))} yet "
+                f"({layout.ledger_dir(seeds[0]).parent}/seed<S>/<arm>.parquet): run `dvc repro` first."
+            )
+        rows = pd.concat(found, ignore_index=True)
+        if rows.empty:
+            note = f"; no ledger yet for {', '.join(absent)}" if absent else ""
+            typer.echo(f"sample {sample_id} was never asked about in arm(s) {', '.join(arms)}, seed(s) "
+                       f"{', '.join(map(str, seeds))} ({len(found)} ledger(s) searched{note}).", err=True)
+            if not (csv or json):
+                return
+        _emit(rows, _fmt(csv, json))
 
 
 @audit_app.command("cycle")
@@ -306,15 +336,42 @@ def report_exps(
     out: Path = typer.Option(Path("reports/exps"), help="output folder"),
     json_file: Path | None = typer.Option(None, "--json-file", help="a saved `dvc exp show --json` (default: run it)"),
     all_commits: bool = typer.Option(False, "--all-commits", "-A", help="experiments of every commit, not only HEAD"),
-    workspace: bool = typer.Option(False, "--workspace", help="also the workspace's uncommitted results"),
+    workspace: bool = typer.Option(True, "--workspace/--no-workspace",
+                                   help="also the workspace's own results (when `dvc status` is clean)"),
+    x: str = typer.Option("query_times", "--x", help="the params key on the figure's x axis"),
 ) -> None:
-    """Compare DVC experiments (`dvc exp run -S query_times=N`): exps.md table + Fig. 6 (query_times.png)."""
+    """Compare DVC experiments, the baseline and the workspace: exps.md table + Fig. 6 (query_times.png)."""
     from pipeline import exps
 
     with reported():
         doc = exps.load_exp_show(json_file) if json_file else exps.run_exp_show(".", all_commits=all_commits)
-        for path in exps.build_exps_report(doc, out, include_workspace=workspace):
+        status = exps.workspace_status(".") if workspace and not json_file else "workspace"
+        for path in exps.build_exps_report(doc, out, include_workspace=workspace, workspace_status=status, x=x):
             typer.echo(f"wrote {path}")
+
+
+@app.command()
+def sweep(
+    param: str = typer.Argument(..., help="a params.yaml key, e.g. query_times or budget.one_bit"),
+    values: list[str] = typer.Argument(..., help="its values, one experiment each"),
+    out: Path = typer.Option(Path("reports/exps"), help="where the report goes"),
+) -> None:
+    """Paper Fig. 6 in one command: one `dvc exp run --temp -S PARAM=V` per value, then the
+    report of `obcp report exps` (the baseline, the workspace and every experiment)."""
+    from pipeline import exps
+
+    with reported():
+        exps.check_sweep(Path("params.yaml"), param, values)  # the file `dvc exp run -S` sets
+        failed = exps.run_sweep(param, values, echo=typer.echo)
+        doc = exps.run_exp_show(".")
+        paths = exps.build_exps_report(doc, out, include_workspace=True, workspace_status=exps.workspace_status("."),
+                                       x=param)
+        for path in paths:
+            typer.echo(f"wrote {path}")
+        if failed:
+            raise ObcpError(f"experiment(s) {', '.join(failed)} failed (their output is above); the report lists "
+                            f"them without results. Fix the cause and run the same `obcp sweep` again: finished "
+                            f"experiments are kept, failed ones rerun.")
 
 
 if __name__ == "__main__":

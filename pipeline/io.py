@@ -1,18 +1,27 @@
 """Atomic writes: every artifact is written to a temporary sibling, then renamed.
 
 A killed process therefore never leaves a half-written file that a later stage
-would read: the target either holds the old content or the new one.
+would read: the target either holds the old content or the new one. What it can leave
+is the temporary file itself (`.<name>.XXXXXXXX.tmp`); every stage removes those from
+the folders it writes when it starts (`remove_stale_temps`).
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
+
+
+_TMP_PREFIX, _TMP_SUFFIX = ".", ".tmp"
+# what `atomic_path` leaves behind when killed between creating and renaming its temporary
+# file: `.<target name>.<8 random characters from tempfile.mkstemp>.tmp`
+STALE_TMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 @contextlib.contextmanager
@@ -20,7 +29,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{target.name}.", suffix=_TMP_SUFFIX, dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -33,6 +42,28 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
+def remove_stale_temps(*folders: str | os.PathLike, recursive: bool = True,
+                       log: Callable[[str], None] | None = print) -> list[Path]:
+    """Delete the temporary files of interrupted `atomic_path` writes under `folders`; return them.
+
+    Only names of `atomic_path`'s pattern (`STALE_TMP`) are touched, only in the given folders
+    (and their subfolders unless `recursive` is False); a missing folder is skipped. Stages
+    call it when they start, for the folders they write, before anything writes there.
+    """
+    removed = []
+    for folder in map(Path, folders):
+        if not folder.is_dir():
+            continue
+        pattern = f"{_TMP_PREFIX}*{_TMP_SUFFIX}"
+        for path in sorted(folder.rglob(pattern) if recursive else folder.glob(pattern)):
+            if STALE_TMP.match(path.name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+                if log is not None:
+                    log(f"removed {path}: the temporary file of an interrupted write")
+    return removed
+
+
 def write_bytes(target: str | os.PathLike, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
@@ -42,8 +73,8 @@ def write_text(target: str | os.PathLike, text: str) -> None:
     write_bytes(target, text.encode())
 
 
-def write_json(target: str | os.PathLike, obj: Any) -> None:
-    write_text(target, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+def write_json(target: str | os.PathLike, obj: Any, *, sort_keys: bool = True) -> None:
+    write_text(target, json.dumps(obj, indent=2, sort_keys=sort_keys, default=str) + "\n")
 
 
 def write_parquet(target: str | os.PathLike, frame: pd.DataFrame) -> None:

@@ -62,8 +62,17 @@ class Layout:
     def metrics_root(self) -> Path:
         return self.root / "reports" / "metrics"
 
+    def metrics_dir(self, seed: int) -> Path:
+        """Every arm's per-seed metrics of one seed (the `evaluate@seed` stage's output)."""
+        return self.metrics_root / f"seed{seed}"
+
     def metrics(self, arm: str, seed: int) -> Path:
         return metrics_file(self.metrics_root, arm, seed)
+
+    @property
+    def summary_metrics(self) -> Path:
+        """Final top-1 per arm over seeds: the one metrics file DVC shows (the `figures` stage's)."""
+        return self.root / "reports" / "metrics.json"
 
 
 def metrics_file(metrics_root: Path, arm: str, seed: int) -> Path:

@@ -21,9 +21,14 @@ strategy       str        selection strategy
 oracle         str        ``simulated`` or ``human``
 arm            str        the arm (method) of this run
 seed           int64      the run's seed
-asked_at       str        UTC ISO-8601 time the rows were made; differs between reruns, so
-                          compare :func:`deterministic_columns` for reproducibility
+asked_at       str        human oracle: UTC ISO-8601 time the cycle's answers were recorded;
+                          simulated oracle: <NA> (its answers take no time)
 =============  =========  ==================================================================
+
+No column of a simulated oracle's ledger holds a wall-clock time, so with the same
+inputs the file is byte-identical on a rerun and after a kill and resume. A human
+oracle's ledger differs between two recordings of the same answers only in
+``asked_at`` (:func:`deterministic_columns` are the others).
 
 Appending a cycle that is already present replaces its rows, so rerunning a cycle is
 idempotent; :func:`truncate_after` drops cycles that were discarded.
@@ -69,7 +74,8 @@ class LedgerError(ObcpError):
 
 
 def deterministic_columns() -> list[str]:
-    """Columns equal between two runs with the same inputs and seed (all but asked_at)."""
+    """Columns equal between two recordings of the same answers (all but asked_at, which
+    is <NA> for a simulated oracle and the recording time for a human one)."""
     return [c for c in COLUMNS if c != "asked_at"]
 
 
@@ -118,7 +124,8 @@ def ledger_rows(
         kind: ``one_bit`` or ``full``.
         true_labels: [N] ground truth (simulated oracle). If None, a ``true_label``
             column of ``queries`` is used when present, else -1.
-        asked_at: timestamp for all rows; default :func:`utc_now`.
+        asked_at: UTC ISO-8601 time for all rows (:func:`utc_now` when recording a
+            human's answers); None (the default) leaves it <NA>, as for a simulated oracle.
     """
     if kind not in KINDS:
         raise LedgerError(f"kind must be one of {list(KINDS)}, got {kind!r}.")
@@ -157,7 +164,7 @@ def ledger_rows(
         given = queries[label_col].to_numpy().astype(np.int64)
         if n and given.min() < 0:
             raise LedgerError("full-label rows need a label >= 0 for every sample.")
-    stamp = asked_at if asked_at is not None else utc_now()
+    stamp = pd.NA if asked_at is None else str(asked_at)
     return _conform(
         pd.DataFrame(
             {

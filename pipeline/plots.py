@@ -60,9 +60,20 @@ def _nothing(fig: Figure, message: str) -> None:
     ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True)
 
 
+# matplotlib's default cycle (tab10), then ten more hues that differ from all of them
+PALETTE: tuple[str, ...] = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#000000", "#000075", "#800000", "#008080", "#ffd700", "#f032e6", "#00ff7f", "#d2b48c", "#4b0082", "#fa8072",
+)
+
+
 def _colors(arms: Sequence[str]) -> dict[str, str]:
-    """A stable colour per arm (matplotlib's default cycle, by position)."""
-    return {arm: f"C{i % 10}" for i, arm in enumerate(arms)}
+    """A distinct colour per arm, by position: `PALETTE` up to 20 arms, beyond that evenly
+    spaced hues of a continuous colormap (so no two arms ever share a colour)."""
+    if len(arms) <= len(PALETTE):
+        return dict(zip(arms, PALETTE))
+    cmap = matplotlib.colormaps["turbo"]
+    return {arm: matplotlib.colors.to_hex(cmap(i / (len(arms) - 1))) for i, arm in enumerate(arms)}
 
 
 def _std0(values: pd.Series) -> np.ndarray:
@@ -305,39 +316,37 @@ def class_queries(ledgers: Mapping[str, pd.DataFrame], out: str | os.PathLike, *
     return _save(fig, out)
 
 
-def query_times(frame: pd.DataFrame, out: str | os.PathLike) -> Path:
-    """Paper Fig. 6 (right): final top-1 vs query_times per arm, mean ± std over seeds.
+def query_times(frame: pd.DataFrame, out: str | os.PathLike, *, x: str = "query_times") -> Path:
+    """Paper Fig. 6 (right): final top-1 vs query_times (or another params key `x`) per arm,
+    mean ± std over seeds.
 
-    ``frame``: `pipeline.exps.exps_table` rows (``query_times, arm, seed, top1``). Rows
-    without a result are ignored; when several experiments give the same (arm, query_times,
-    seed), the first row wins (exps_table lists the newest first). CSV columns:
-    ``arm, query_times, top1, top1_std, n_seeds``.
+    ``frame``: `pipeline.exps.exps_table` rows (``<x>, arm, top1, top1_std, n_seeds``: one
+    experiment's summary per arm). Rows without a result are ignored; when several
+    experiments give the same (arm, x), the first row wins (exps_table lists the newest
+    first). CSV columns: ``arm, <x>, top1, top1_std, n_seeds``.
     """
     out = Path(out)
-    columns = ["arm", "query_times", "top1", "top1_std", "n_seeds"]
-    ok = frame.dropna(subset=["query_times", "arm", "seed", "top1"]) if len(frame) else frame
-    ok = ok.drop_duplicates(["arm", "query_times", "seed"], keep="first") if len(ok) else ok
-    rows = []
-    for arm in dict.fromkeys(ok["arm"].tolist() if len(ok) else []):
-        g = ok[ok["arm"] == arm]
-        for qt, c in g.groupby("query_times", sort=True):
-            rows.append({"arm": arm, "query_times": int(qt), "top1": float(c["top1"].mean()),
-                         "top1_std": res.seed_std(c["top1"]), "n_seeds": int(c["seed"].nunique())})
-    table = pd.DataFrame(rows, columns=columns)
+    columns = ["arm", x, "top1", "top1_std", "n_seeds"]
+    ok = frame.dropna(subset=[x, "arm", "top1"]) if len(frame) else frame
+    ok = ok.drop_duplicates(["arm", x], keep="first") if len(ok) else ok
+    order = list(dict.fromkeys(ok["arm"].tolist() if len(ok) else []))
+    table = pd.DataFrame(ok, columns=columns) if len(ok) else pd.DataFrame(columns=columns)
+    table = table.assign(_arm=table["arm"].map(order.index)).sort_values(["_arm", x], kind="stable")
+    table = table.drop(columns="_arm").reset_index(drop=True)
     write_csv(out.with_suffix(".csv"), table)
     fig = _figure()
     if table.empty:
-        _nothing(fig, "no finished experiments with results\n(run `dvc exp run -S query_times=N`)")
+        _nothing(fig, f"no finished experiments with results\n(run `obcp sweep {x} V1 V2 …`)")
         return _save(fig, out)
-    colors = _colors(list(dict.fromkeys(table["arm"])))
+    colors = _colors(order)
     ax = fig.add_subplot()
     for arm, g in table.groupby("arm", sort=False):
-        ax.errorbar(g["query_times"], 100 * g["top1"], yerr=100 * _std0(g["top1_std"]), marker="o", capsize=3,
-                    color=colors[arm], label=arm)
-    ax.set_xticks(sorted(table["query_times"].unique()))
-    ax.set_xlabel("query times (cycles sharing the one-bit budget)")
+        ax.errorbar(g[x].astype(float), 100 * g["top1"].astype(float), yerr=100 * _std0(g["top1_std"]), marker="o",
+                    capsize=3, color=colors[arm], label=arm)
+    ax.set_xticks(sorted(table[x].astype(float).unique()))
+    ax.set_xlabel("query times (cycles sharing the one-bit budget)" if x == "query_times" else x)
     ax.set_ylabel("final test top-1 (%)")
-    ax.set_title("Query times")
+    ax.set_title("Query times" if x == "query_times" else f"Final accuracy vs {x}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out)

@@ -318,6 +318,35 @@ def final_summary(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+SUMMARY_GROUPS: tuple[str, ...] = ("top1_std", "bits", "n_seeds")  # keys of the summary metrics besides the arms
+
+
+def summary_metrics(summary: pd.DataFrame) -> dict:
+    """The summary metrics document (``reports/metrics.json``, what ``dvc exp show`` and
+    ``dvc metrics diff`` show) from a `final_summary`.
+
+    Top level, one key per arm in params order: its final test top-1, mean over seeds (a
+    fraction, 3 decimals), so that ``dvc exp show`` has one short column per arm, the arm's
+    name. Then ``top1_std`` (arm → std over seeds, ddof=1; null for one seed), ``bits``
+    (arm → bits spent, mean over seeds) and ``n_seeds``. No lists: DVC drops them.
+    """
+    clash = [a for a in summary["arm"] if a in SUMMARY_GROUPS]
+    if clash:
+        raise ResultsError(
+            f"arm name(s) {clash} are keys of the summary metrics (reports/metrics.json) already; rename the "
+            f"arm(s) in params.yaml (reserved: {', '.join(SUMMARY_GROUPS)})."
+        )
+
+    def rounded(value: float, digits: int) -> float | None:
+        return None if math.isnan(value) else round(float(value), digits)
+
+    doc: dict = {arm: rounded(m, 3) for arm, m in zip(summary["arm"], summary["top1_mean"])}
+    doc["top1_std"] = {arm: rounded(s, 3) for arm, s in zip(summary["arm"], summary["top1_std"])}
+    doc["bits"] = {arm: rounded(b, 1) for arm, b in zip(summary["arm"], summary["bits"])}
+    doc["n_seeds"] = int(summary["n_seeds"].max()) if len(summary) else 0
+    return doc
+
+
 def ablation_table(results: pd.DataFrame, arms: Mapping[str, ArmParams]) -> pd.DataFrame:
     """Paper Table 4: one row per ablation arm present in `results`, then the full ObCP arm.
 

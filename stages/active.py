@@ -4,7 +4,7 @@ from typing import List, Optional
 
 import typer
 
-from pipeline import distributed as dist
+from pipeline import distributed as dist, io
 from pipeline.arms import default_workers, prune_arms, run_arms
 from pipeline.context import open_run
 from pipeline.errors import reported
@@ -19,6 +19,8 @@ def main(
     with reported():
         ctx = open_run(params, seed)
         arms = list(arm) if arm else list(ctx.params.arms)
+        if dist.is_main():  # the only rank that writes
+            io.remove_stale_temps(ctx.layout.arms_dir(seed), ctx.layout.ledger_dir(seed))
         if not arm and dist.is_main():
             for name in prune_arms(ctx):
                 print(f"removed arm {name!r} (no longer in params.yaml)")

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline import io
 from pipeline.config import load_params
 from pipeline.datasets.conversion import convert
 from pipeline.datasets.sources import get_source
@@ -13,8 +14,10 @@ from pipeline.layout import Layout
 def main(params: Path = Path("params.yaml")) -> None:
     with reported():
         p = load_params(params).dataset
+        data_dir = Layout(p.name).data_dir
+        io.remove_stale_temps(data_dir)
         source = get_source(p.name, Path(p.root), download=p.download)
-        summary = convert(source, Layout(p.name).data_dir, jpeg_quality=p.jpeg_quality)
+        summary = convert(source, data_dir, jpeg_quality=p.jpeg_quality)
         print(f"convert: {summary}")
 
 

@@ -22,6 +22,7 @@ def main(
         layout = Layout(p.dataset.name)
         num_classes = read_classes(layout.data_dir)["num_classes"]
         num_train = int((read_index(layout.data_dir)["split"] == "train").sum())
+        io.remove_stale_temps(layout.metrics_dir(seed))
         for name in arm or p.arms:
             doc = run_metrics(p, layout, name, seed, num_classes=num_classes, num_train=num_train)
             io.write_json(layout.metrics(name, seed), doc)

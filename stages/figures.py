@@ -1,26 +1,33 @@
-"""DVC stage `figures`: every arm and seed → reports/results.csv, reports/figures/, reports/index.md."""
+"""DVC stage `figures`: every arm and seed → reports/metrics.json (the summary DVC shows),
+reports/results.csv, reports/figures/, reports/index.md."""
 from pathlib import Path
 
 import typer
 
+from pipeline import io
 from pipeline.config import load_params
 from pipeline.datasets.index import read_classes
 from pipeline.errors import reported
 from pipeline.layout import Layout
 from pipeline.plots import write_report
-from pipeline.results import collect, load_ledgers
+from pipeline.results import collect, final_summary, load_ledgers, summary_metrics
 
 
 def main(params: Path = Path("params.yaml")) -> None:
     with reported():
         p = load_params(params)
         layout = Layout(p.dataset.name)
+        reports = layout.summary_metrics.parent
+        io.remove_stale_temps(reports, recursive=False)
+        io.remove_stale_temps(reports / "figures")
         results = collect(layout.metrics_root, p.arms, p.seeds)
         ledgers = load_ledgers({arm: [layout.ledger(arm, s) for s in p.seeds] for arm in p.arms})
         classes = read_classes(layout.data_dir)
-        index = write_report(results, p.arms, ledgers, layout.metrics_root.parent,
+        io.write_json(layout.summary_metrics, summary_metrics(final_summary(results)), sort_keys=False)
+        index = write_report(results, p.arms, ledgers, reports,
                              num_classes=classes["num_classes"], class_names=classes["classes"])
-        print(f"figures: {len(p.arms)} arms x {len(p.seeds)} seeds, {len(results)} points -> {index}")
+        print(f"figures: {len(p.arms)} arms x {len(p.seeds)} seeds, {len(results)} points -> {index}, "
+              f"{layout.summary_metrics}")
 
 
 if __name__ == "__main__":

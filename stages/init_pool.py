@@ -3,6 +3,7 @@ from pathlib import Path
 
 import typer
 
+from pipeline import io
 from pipeline.config import load_params, resolve_size
 from pipeline.datasets.index import read_classes, read_index
 from pipeline.errors import reported
@@ -13,6 +14,7 @@ from pipeline.pools import initial_pool, summary, write_pool
 def main(seed: int = typer.Option(...), params: Path = Path("params.yaml")) -> None:
     with reported():
         layout = Layout(load_params(params).dataset.name)
+        io.remove_stale_temps(layout.initial_pool(seed).parent)
         index = read_index(layout.data_dir)
         labels = index[index["split"] == "train"].sort_values("sample_id")["label"].to_numpy()
         p = load_params(params, pool_size=len(labels))

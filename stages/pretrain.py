@@ -3,7 +3,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline import distributed as dist
+from pipeline import distributed as dist, io
 from pipeline.context import open_run
 from pipeline.errors import reported
 from pipeline.pretrain import run_stage1
@@ -12,6 +12,8 @@ from pipeline.pretrain import run_stage1
 def main(seed: int = typer.Option(...), params: Path = Path("params.yaml")) -> None:
     with reported():
         ctx = open_run(params, seed)
+        if dist.is_main():  # the only rank that writes
+            io.remove_stale_temps(ctx.layout.stage1_dir(seed))
         run_stage1(ctx, ctx.layout.stage1_dir(seed))
         dist.cleanup()
 

@@ -97,6 +97,10 @@ def check_audit(project: Path, led: pd.DataFrame, monkeypatch) -> None:
     one = json.loads(cli.invoke(app, ["audit", "sample", str(sid), "--json"]).output)
     assert {row["sample_id"] for row in one} == {sid}
     assert len(one) == int((led["sample_id"] == sid).sum())
+    never = min(set(range(int(led["sample_id"].max()) + 2)) - set(led["sample_id"]))
+    nothing = cli.invoke(app, ["audit", "sample", str(never)])
+    assert nothing.exit_code == 0, nothing.output
+    assert f"sample {never} was never asked about in arm(s) obcp, seed(s) 0 (1 ledger(s) searched)" in nothing.output
     table = cli.invoke(app, ["audit", "summary"])
     assert table.exit_code == 0 and "yes_rate" in table.output
     missing = cli.invoke(app, ["audit", "summary", "--arm", "nope"])

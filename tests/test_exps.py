@@ -26,15 +26,13 @@ def _data(rev: str, timestamp: str | None, query_times: int, metrics: dict) -> d
     }
 
 
-def _metrics(**top1_by_file: float) -> dict:
-    """``{"reports/metrics/seed<S>/<arm>.json": {"data": {...}}}``; DVC drops the ``points`` list."""
-    out = {}
-    for key, top1 in top1_by_file.items():
-        arm, seed = key.rsplit("_s", 1)
-        out[f"reports/metrics/seed{seed}/{arm}.json"] = {
-            "data": {"arm": arm, "seed": int(seed), "method": arm, "strategy": "obcp",
-                     "final": {"top1": top1, "bits": 498.1, "labeled_equiv_pct": 10.4}}}
-    return out
+def _metrics(**arms: tuple[float, float]) -> dict:
+    """``{"reports/metrics.json": {"data": {...}}}``: the summary metrics, arm → (top-1 mean, std)."""
+    data: dict = {arm: mean for arm, (mean, _) in arms.items()}
+    data["top1_std"] = {arm: std for arm, (_, std) in arms.items()}
+    data["bits"] = {arm: 498.1 for arm in arms}
+    data["n_seeds"] = 2
+    return {"reports/metrics.json": {"data": data}} if arms else {}
 
 
 def _exp(name: str, rev: str, timestamp: str, query_times: int, metrics: dict, executor: dict | None = None,
@@ -49,24 +47,24 @@ BASE = "bc2e5eaabb216129abdccfee5592d21c9b3ea793"
 # baseline commit, and its experiments (finished, queued, failed), newest first.
 DOC = [
     {"rev": "workspace", "name": None, "error": None, "experiments": None,
-     "data": _data("workspace", None, 4, _metrics(obcp_s0=0.85, obcp_s1=0.83))},
+     "data": _data("workspace", None, 4, _metrics(obcp=(0.84, 0.014)))},
     {"rev": BASE, "name": "main", "error": None,
-     "data": _data(BASE, "2024-05-01T10:00:00", 4, _metrics(obcp_s0=0.84, obcp_s1=0.82, onebit_s0=0.70)),
+     "data": _data(BASE, "2024-05-01T10:00:00", 4, _metrics(obcp=(0.83, 0.014), onebit=(0.70, None))),
      "experiments": [
          _exp("qt-8", "496fda655531e03ea67083d41a1add77a5c66f40", "2024-05-01T10:09:00", 8, {},
               executor={"state": "queued", "name": "dvc-task",
                         "local": {"root": None, "log": None, "pid": None, "returncode": None,
                                   "task_id": "496fda655531e03ea67083d41a1add77a5c66f40"}}),
          _exp("qt-3", "9e519b8a3d644455fbd33f2125543f12c6e80e37", "2024-05-01T10:08:00", 3,
-              _metrics(obcp_s0=0.84),  # DVC shows the baseline's (stale) metrics for a failed run
+              _metrics(obcp=(0.83, 0.014)),  # DVC shows the baseline's (stale) metrics for a failed run
               executor={"state": "failed", "name": None, "local": {"returncode": 255}},
               error={"msg": "Experiment run failed", "type": ""}),
          _exp("qt-2", "2a343aa6bed21ad6db94df41f8862f735b00bfa4", "2024-05-01T10:05:00", 2,
-              _metrics(obcp_s0=0.78, obcp_s1=0.80, onebit_s0=0.66)),
+              _metrics(obcp=(0.79, 0.014), onebit=(0.66, None))),
          _exp("qt-1", "18975934a12c676f7be51182734d5fb84b1ecec0", "2024-05-01T10:02:00", 1,
-              _metrics(obcp_s0=0.74, obcp_s1=0.72)),
+              _metrics(obcp=(0.73, 0.014))),
          _exp("qt-4", "77aa34aa6bed21ad6db94df41f8862f735b00bf1", "2024-05-01T10:01:00", 4,
-              _metrics(obcp_s0=0.83, obcp_s1=0.81)),
+              _metrics(obcp=(0.82, 0.014))),
      ]},
 ]
 
@@ -78,28 +76,33 @@ def test_exps_table_rows():
     status = frame.drop_duplicates("experiment").set_index("experiment")["status"].to_dict()
     assert status == {"qt-8": "queued", "qt-3": "failed", "qt-2": "success", "qt-1": "success",
                       "qt-4": "success", "main": "baseline"}
-    done = frame.dropna(subset=["top1"]).set_index(["experiment", "arm", "seed"])["top1"]
-    assert done[("qt-1", "obcp", 0)] == 0.74 and done[("qt-2", "onebit", 0)] == 0.66
-    assert done[("main", "obcp", 1)] == 0.82 and len(done) == 10
+    done = frame.dropna(subset=["top1"]).set_index(["experiment", "arm"])
+    assert done.loc[("qt-1", "obcp"), "top1"] == 0.73 and done.loc[("qt-2", "onebit"), "top1"] == 0.66
+    assert done.loc[("main", "obcp"), "top1_std"] == 0.014 and math.isnan(done.loc[("main", "onebit"), "top1_std"])
+    assert len(done) == 6 and (done["n_seeds"] == 2).all() and (done["bits"] == 498.1).all()
     queued = frame[frame["experiment"].isin(["qt-8", "qt-3"])]
     assert len(queued) == 2 and queued["top1"].isna().all() and queued["arm"].isna().all()
     assert frame.set_index("experiment")["query_times"].groupby(level=0).first().to_dict() == {
         "qt-8": 8, "qt-3": 3, "qt-2": 2, "qt-1": 1, "qt-4": 4, "main": 4}
     assert (frame["baseline"] == "main").all() and (frame["initial"] == 50).all()
-    assert str(frame["seed"].dtype) == "Int64"
+    assert str(frame["n_seeds"].dtype) == "Int64"
 
 
 def test_exps_table_workspace_optional():
     assert "workspace" not in set(exps.exps_table(DOC)["experiment"])
     with_ws = exps.exps_table(DOC, include_workspace=True)
     assert with_ws["experiment"].iloc[0] == "workspace"  # no timestamp: counted as newest
-    assert with_ws[with_ws["experiment"] == "workspace"]["top1"].tolist() == [0.85, 0.83]
+    assert with_ws[with_ws["experiment"] == "workspace"]["top1"].tolist() == [0.84]
+    # a workspace whose outputs are not reproduced for its params has no results of its own
+    stale = exps.exps_table(DOC, include_workspace=True, workspace_status="modified")
+    assert stale.iloc[0][["experiment", "status"]].tolist() == ["workspace", "modified"]
+    assert math.isnan(stale.iloc[0]["top1"])
 
 
 def test_exps_table_tolerates_missing_fields():
     doc = [{"rev": "abc1234def", "name": None},  # no data at all
            {"rev": "ffff", "name": "b", "data": {"params": {}, "metrics": {
-               "reports/metrics/seed0/obcp.json": {"error": {"type": "JSONDecodeError", "msg": "bad"}},
+               "reports/metrics.json": {"error": {"type": "JSONDecodeError", "msg": "bad"}},
                "reports/other.json": {"data": {"acc": 1}}}},
             "experiments": [{"revs": []}, {"name": "x", "revs": [{"rev": "1234567890", "data": None}]}]}]
     frame = exps.exps_table(doc)
@@ -116,10 +119,11 @@ def test_comparison_table_and_report(tmp_path):
     obcp = fig6[fig6["arm"] == "obcp"].set_index("query_times")
     assert obcp.index.tolist() == [1, 2, 4]  # failed qt-3 and queued qt-8 have no results
     assert obcp["top1"].tolist() == pytest.approx([0.73, 0.79, 0.82])  # qt-4 (newer) wins over main (0.83)
-    assert obcp["top1_std"].tolist() == pytest.approx([math.sqrt(2e-4)] * 3)
+    assert obcp["top1_std"].tolist() == pytest.approx([0.014] * 3)
     assert fig6[fig6["arm"] == "onebit"]["query_times"].tolist() == [2, 4]
     md = (tmp_path / "exps" / "exps.md").read_text()
     assert "| qt-1 | success | 1 | 50 | 73.0 ± 1.4 (n=2) | — |" in md
+    assert "| main | baseline | 4 | 50 | 83.0 ± 1.4 (n=2) | 70.0 (n=2) |" in md
     assert "| qt-8 | queued | 8 | 50 | — | — |" in md
     assert "| qt-3 | failed | 3 | 50 | — | — |" in md
     assert "query_times.png" in md
@@ -142,22 +146,23 @@ def test_parse_errors(tmp_path):
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_run_exp_show_real_dvc(tmp_path):
-    """The installed DVC's document parses: a committed baseline whose metrics are a per-seed
-    folder (as dvc.yaml declares `reports/metrics/seed<S>`), one file per arm."""
+    """The installed DVC's document parses: a committed baseline whose summary metrics
+    (`reports/metrics.json`, as the figures stage declares it) keep their nested mappings
+    and a null std."""
     dvc = str(Path(__import__("sys").executable).parent / "dvc")
     repo = tmp_path / "repo"
-    (repo / "reports" / "metrics" / "seed0").mkdir(parents=True)
+    (repo / "reports").mkdir(parents=True)
     run(["git", "init", "-q"], repo)
     run(["git", "config", "user.email", "t@t"], repo)
     run(["git", "config", "user.name", "t"], repo)
     run([dvc, "init", "-q"], repo)
     (repo / "params.yaml").write_text("query_times: 2\n")
-    for arm, top1 in (("obcp", 0.9), ("onebit", 0.7)):
-        (repo / "reports" / "metrics" / "seed0" / f"{arm}.json").write_text(
-            json.dumps({"arm": arm, "seed": 0, "final": {"top1": top1, "bits": 10.0}, "points": [{"cycle": 0}]}))
+    (repo / "reports" / "metrics.json").write_text(json.dumps(
+        {"obcp": 0.9, "onebit": 0.7, "top1_std": {"obcp": 0.01, "onebit": None},
+         "bits": {"obcp": 10.0, "onebit": 10.0}, "n_seeds": 3}))
     (repo / "dvc.yaml").write_text(
-        "stages:\n  evaluate:\n    cmd: 'true'\n    params: [query_times]\n"
-        "    metrics:\n      - reports/metrics/seed0:\n          cache: false\n")
+        "stages:\n  figures:\n    cmd: 'true'\n    params: [query_times]\n"
+        "    metrics:\n      - reports/metrics.json:\n          cache: false\n")
     run(["git", "add", "-A"], repo)
     run(["git", "commit", "-qm", "base"], repo)
     frame = exps.exps_table(exps.run_exp_show(repo, dvc=dvc))
@@ -165,7 +170,11 @@ def test_run_exp_show_real_dvc(tmp_path):
     rows = {r["arm"]: r for _, r in frame.iterrows()}
     assert sorted(rows) == ["obcp", "onebit"]
     row = rows["obcp"]
-    assert (row["status"], row["query_times"], row["arm"], row["seed"], row["top1"]) == ("baseline", 2, "obcp", 0, 0.9)
-    assert (rows["onebit"]["seed"], rows["onebit"]["top1"]) == (0, 0.7)
+    assert (row["status"], row["query_times"], row["top1"], row["top1_std"], row["n_seeds"], row["bits"]) == (
+        "baseline", 2, 0.9, 0.01, 3, 10.0)
+    assert rows["onebit"]["top1"] == 0.7 and math.isnan(rows["onebit"]["top1_std"])
+    assert exps.workspace_status(repo, dvc=dvc) == "modified"  # the stage never ran: no dvc.lock
+    run([dvc, "commit", "-f", "-q"], repo)
+    assert exps.workspace_status(repo, dvc=dvc) == "workspace"
     with pytest.raises(exps.ExpsError, match="failed"):
         exps.run_exp_show(tmp_path, dvc=dvc)  # not a git/DVC repo

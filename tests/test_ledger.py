@@ -49,7 +49,13 @@ def test_rows_one_bit_and_full():
     )
     assert from_queries["label_given"].tolist() == [2, 0] and from_queries["true_label"].tolist() == [2, 0]
     assert from_queries["answer"].isna().all()
-    assert full["asked_at"].str.endswith("+00:00").all()
+    assert full["asked_at"].isna().all()  # no time given: <NA>, as a simulated oracle's rows
+    stamped = ledger.ledger_rows(
+        pd.DataFrame({"sample_id": [5], "label": [2], "score": [0.3], "rank": [1]}),
+        cycle=2, epoch=20, strategy="max", oracle="human", arm="fullbit", seed=1, kind="full",
+        asked_at=ledger.utc_now(),
+    )
+    assert stamped["asked_at"].str.endswith("+00:00").all()
 
 
 def test_rows_validation():

@@ -1,6 +1,7 @@
 """Figures: each writes a valid PNG and the CSV behind it; the CSVs hold the expected series."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -78,7 +79,7 @@ def test_figure_with_no_matching_arms_does_not_crash(tmp_path):
     assert pd.read_csv(tmp_path / "sel.csv").empty
     assert_png(P.ablations(frame, {"onebit": ArmParams(method="onebit")}, tmp_path / "abl.png"))
     assert "No full obcp arm" in (tmp_path / "abl.md").read_text()
-    assert_png(P.query_times(pd.DataFrame(columns=["query_times", "arm", "seed", "top1"]), tmp_path / "qt.png"))
+    assert_png(P.query_times(pd.DataFrame(columns=["query_times", "arm", "top1", "top1_std"]), tmp_path / "qt.png"))
 
 
 def test_equal_bits_and_ablations_tables(two_arms, tmp_path):
@@ -148,17 +149,26 @@ def test_class_queries_counts(tmp_path):
 
 
 def test_query_times_csv(tmp_path):
-    frame = pd.DataFrame({
-        "query_times": [1, 1, 2, 2, 4, 4, 4, 8],
-        "arm": ["obcp"] * 7 + [None],
-        "seed": [0, 1, 0, 1, 0, 1, 0, None],
-        "top1": [0.60, 0.62, 0.70, 0.74, 0.80, 0.80, 0.10, np.nan],  # (4, seed 0) twice: first wins
+    frame = pd.DataFrame({  # exps_table rows, newest first
+        "query_times": [4, 1, 2, 4, 8, 2],
+        "arm": ["obcp", "obcp", "obcp", "obcp", None, "onebit"],
+        "top1": [0.80, 0.61, 0.72, 0.10, np.nan, 0.5],  # (obcp, 4) twice: the first (newest) wins
+        "top1_std": [0.01, 0.02, np.nan, 0.0, np.nan, 0.03],
+        "n_seeds": [2, 2, 1, 2, None, 3],
     })
     assert_png(P.query_times(frame, tmp_path / "qt.png"))
     csv = pd.read_csv(tmp_path / "qt.csv")
-    assert csv["query_times"].tolist() == [1, 2, 4]
-    assert csv["top1"].tolist() == pytest.approx([0.61, 0.72, 0.80])
-    assert csv["n_seeds"].tolist() == [2, 2, 2]
+    assert csv["arm"].tolist() == ["obcp"] * 3 + ["onebit"]
+    assert csv["query_times"].tolist() == [1, 2, 4, 2]
+    assert csv["top1"].tolist() == pytest.approx([0.61, 0.72, 0.80, 0.5])
+    assert csv["n_seeds"].tolist() == [2, 1, 2, 3]
+
+
+def test_eleven_arms_get_eleven_colours():
+    arms = [f"arm{i}" for i in range(11)]
+    assert len(set(P._colors(arms).values())) == 11
+    many = [f"arm{i}" for i in range(25)]
+    assert len(set(P._colors(many).values())) == 25
 
 
 def test_arm_curves_for_dvc_plots(two_arms, tmp_path):
@@ -200,8 +210,6 @@ def test_write_report_index_links_every_figure(two_arms, tmp_path):
 
 def _stage_project(root: Path, two_arms: pd.DataFrame) -> Path:
     """A project folder with params, fabricated metrics, ledgers and classes.json for `stages.figures`."""
-    import json
-
     import yaml
 
     params = {"seeds": [0, 1], "arms": {"obcp": {"method": "obcp", "strategy": "obcp"},
@@ -228,8 +236,22 @@ def test_figures_stage_end_to_end(two_arms, tmp_path):
     from tests.conftest import run
 
     root = _stage_project(tmp_path, two_arms)
+    reports = root / "reports"
+    (reports / "figures").mkdir()
+    stale = [reports / ".results.csv.k2x_9abc.tmp", reports / "figures" / ".yes_rate.png.0a1b2c3d.tmp"]
+    kept = [reports / "ledger" / ".obcp.parquet.0a1b2c3d.tmp",  # another stage's folder
+            reports / ".notes.tmp", reports / "figures" / "draft.tmp"]  # not atomic_path's pattern
+    for path in stale + kept:
+        path.write_text("left by a killed write")
     out = run([sys.executable, "-m", "stages.figures"], root)
     assert "reports/index.md" in out.stdout
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+    assert out.stdout.count("the temporary file of an interrupted write") == 2
+    summary = json.loads((reports / "metrics.json").read_text())  # what `dvc exp show` shows
+    assert list(summary) == ["obcp", "onebit", "top1_std", "bits", "n_seeds"]
+    assert (summary["obcp"], summary["onebit"], summary["n_seeds"]) == (0.72, 0.63, 2)
+    assert summary["top1_std"] == {"obcp": 0.028, "onebit": 0.042}
+    assert summary["bits"] == {"obcp": 332.1, "onebit": 332.1}
     text = (root / "reports" / "index.md").read_text()
     for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert_png(root / "reports" / rel)

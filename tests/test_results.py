@@ -135,6 +135,15 @@ def test_final_summary_one_seed_has_nan_std(metrics_dir):
     summary = R.final_summary(R.collect(metrics_dir, ARMS, [0]))
     assert summary["top1_std"].isna().all()
     assert R.pct(summary["top1_mean"].iloc[0], summary["top1_std"].iloc[0]) == "70.0"
+    doc = R.summary_metrics(summary)  # valid JSON: one seed's std is null, not NaN
+    assert doc["top1_std"] == {"obcp": None, "onebit": None} and doc["n_seeds"] == 1
+    assert json.loads(json.dumps(doc, allow_nan=False)) == doc
+
+
+def test_summary_metrics_refuses_an_arm_named_like_a_group(metrics_dir):
+    summary = R.final_summary(R.collect(metrics_dir, ARMS, [0])).replace({"arm": {"onebit": "bits"}})
+    with pytest.raises(R.ResultsError, match="rename the arm"):
+        R.summary_metrics(summary)
 
 
 @settings(max_examples=50, deadline=None)

@@ -13,7 +13,8 @@ uncatchable signal (no `finally`, no atexit, no flush) at a point that is exactl
 reproducible, instead of a sleep that may land before or after the interesting moment.
 After each kill the test checks that the run really stopped short (exit -9, no manifest),
 then reruns the whole stage and compares with the uninterrupted baseline:
-`pipeline.ledger.deterministic_columns()`, every cycle's pool, and the final weights.
+the ledger (byte for byte), every cycle's pool, and the final weights, and that no
+temporary file of the killed write is left (each stage removes them when it starts).
 
 Plus determinism: two independent uninterrupted runs with the same seed and process count
 give bitwise-identical ledgers (deterministic columns), pools, checkpoints and histories.
@@ -136,7 +137,10 @@ def assert_same_run(a: Path, b: Path) -> None:
         pd.testing.assert_frame_equal(sa["pools"][k], sb["pools"][k])
         pd.testing.assert_frame_equal(sa["queries"][k], sb["queries"][k])
     assert_same_weights(a / ARM / "cycle_002/checkpoint.pt", b / ARM / "cycle_002/checkpoint.pt")
-    assert not list((b / ARM).rglob(".*.tmp")), "a temp file of the killed run survived the rerun"
+    # the simulated oracle's ledger has no wall-clock field: the very same bytes
+    assert sha256(a / LEDGER) == sha256(b / LEDGER), "the ledgers differ"
+    for folder in (ARM, LEDGER.parent):  # the active stage removed the killed write's temporary file
+        assert not list((b / folder).rglob(".*.tmp")), f"a temp file of the killed run survived in {folder}"
 
 
 # --------------------------------------------------------------------------- the scenarios
@@ -170,7 +174,9 @@ def killed_convert(dest: Path) -> Path:
     # atomic writes: test.beton is absent, not half-written; only its temp sibling exists
     assert (data / "train.beton").exists() and not (data / "test.beton").exists()
     assert len(list(data.glob(".test.beton.*.tmp"))) == 1
-    run([sys.executable, "-m", "stages.convert"], project)
+    out = run([sys.executable, "-m", "stages.convert"], project)
+    assert "the temporary file of an interrupted write" in out.stdout
+    assert not list(data.glob(".*.tmp")), "the killed write's temporary file survived the rerun"
     return project
 
 
@@ -206,6 +212,7 @@ def killed_step(stage1_data: Path, dest: Path, step: str) -> Path:
     assert cycle.is_dir() and not (cycle / absent).exists()
     if step == "update":
         assert (cycle / "pool.parquet").exists() and not (project / LEDGER).exists()
+        assert len(list((project / LEDGER.parent).glob(".obcp.parquet.*.tmp"))) == 1
     out = run(ACTIVE, project)
     assert "cycle 2" in out.stdout
     return project
