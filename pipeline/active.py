@@ -231,6 +231,7 @@ def oracle_step(c: Cycle) -> pd.DataFrame:
             q["answer"] = got["answer"].to_numpy(dtype=bool)
             q["label_given"] = np.where(q["answer"], q["asked_class"], -1)
         q["true_label"] = -1
+        q["answered_at"] = got["answered_at"].astype(str).to_numpy()  # when the person answered
     io.write_parquet(c.dir / "queries.parquet", q)
     return q
 
@@ -284,7 +285,6 @@ def update_step(c: Cycle) -> pd.DataFrame:
         arm=c.arm_name,
         seed=ctx.seed,
         kind="full" if c.full_labels else "one_bit",
-        asked_at=None if ctx.params.oracle.kind == "simulated" else ledger.utc_now(),  # no wall clock: reruns equal
     )
     ledger.append(ctx.layout.ledger(c.arm_name, ctx.seed), rows)
     return new

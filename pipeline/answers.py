@@ -101,13 +101,14 @@ def current(store: pd.DataFrame) -> pd.DataFrame:
 def lookup(store: pd.DataFrame, questions: pd.DataFrame) -> pd.DataFrame:
     """The current answers to `questions` (DataFrame[sample_id, asked_class], n rows), in
     their order: DataFrame[sample_id, asked_class, answered (bool), answer (boolean),
-    label (int64)]; unanswered rows have answered False, answer <NA>, label -1."""
+    label (int64), answered_at (str)]; unanswered rows have answered False, answer <NA>, label -1."""
     q = questions[KEY].astype("int64").reset_index(drop=True)
-    got = q.merge(current(store)[KEY + ["answer", "label"]], on=KEY, how="left", validate="many_to_one")
+    got = q.merge(current(store)[KEY + ["answer", "label", "answered_at"]], on=KEY, how="left",
+                  validate="many_to_one")
     got["answered"] = got["answer"].notna() | (got["label"].fillna(-1) >= 0)
     got["answer"] = got["answer"].astype("boolean")
     got["label"] = got["label"].fillna(-1).astype("int64")
-    return got[KEY + ["answered", "answer", "label"]]
+    return got[KEY + ["answered", "answer", "label", "answered_at"]]
 
 
 def digest(answers: pd.DataFrame) -> str:

@@ -21,14 +21,13 @@ strategy       str        selection strategy
 oracle         str        ``simulated`` or ``human``
 arm            str        the arm (method) of this run
 seed           int64      the run's seed
-asked_at       str        human oracle: UTC ISO-8601 time the cycle's answers were recorded;
-                          simulated oracle: <NA> (its answers take no time)
+asked_at       str        human oracle: UTC ISO-8601 time the person gave the answer (its
+                          ``answered_at`` in the answer store); simulated oracle: <NA>
 =============  =========  ==================================================================
 
 No column of a simulated oracle's ledger holds a wall-clock time, so with the same
 inputs the file is byte-identical on a rerun and after a kill and resume. A human
-oracle's ledger differs between two recordings of the same answers only in
-``asked_at`` (:func:`deterministic_columns` are the others).
+oracle's ledger carries the answer store's times, so it too is the same on a rerun.
 
 Appending a cycle that is already present replaces its rows, so rerunning a cycle is
 idempotent; :func:`truncate_after` drops cycles that were discarded.
@@ -124,8 +123,9 @@ def ledger_rows(
         kind: ``one_bit`` or ``full``.
         true_labels: [N] ground truth (simulated oracle). If None, a ``true_label``
             column of ``queries`` is used when present, else -1.
-        asked_at: UTC ISO-8601 time for all rows (:func:`utc_now` when recording a
-            human's answers); None (the default) leaves it <NA>, as for a simulated oracle.
+        asked_at: UTC ISO-8601 time for all rows; None (the default) takes each row's
+            ``answered_at`` column of `queries` when it has one (a human's answers, from the
+            answer store), else leaves it <NA> (a simulated oracle).
     """
     if kind not in KINDS:
         raise LedgerError(f"kind must be one of {list(KINDS)}, got {kind!r}.")
@@ -164,7 +164,12 @@ def ledger_rows(
         given = queries[label_col].to_numpy().astype(np.int64)
         if n and given.min() < 0:
             raise LedgerError("full-label rows need a label >= 0 for every sample.")
-    stamp = pd.NA if asked_at is None else str(asked_at)
+    if asked_at is not None:
+        stamps = [str(asked_at)] * n
+    elif "answered_at" in queries.columns:
+        stamps = queries["answered_at"].astype(str).tolist()
+    else:
+        stamps = [pd.NA] * n
     return _conform(
         pd.DataFrame(
             {
@@ -182,7 +187,7 @@ def ledger_rows(
                 "oracle": [oracle] * n,
                 "arm": [arm] * n,
                 "seed": np.full(n, int(seed)),
-                "asked_at": [stamp] * n,
+                "asked_at": stamps,
             }
         )
     )
