@@ -7,6 +7,7 @@
                   [--export label-studio | --import EXPORT.json]
     obcp table1                         the paper's Table 1 bit accounting
     obcp gpu-check [--cpu]              what only a GPU can check, in one command
+    obcp study plan | run | report      the study grid (pipeline/study/study.yaml) → reports/study.md
 """
 from __future__ import annotations
 
@@ -315,6 +316,58 @@ def report_exps(
         doc = exps.load_exp_show(json_file) if json_file else exps.run_exp_show(".", all_commits=all_commits)
         for path in exps.build_exps_report(doc, out, include_workspace=workspace):
             typer.echo(f"wrote {path}")
+
+
+study_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                        help="The study: a grid of variants × datasets × seeds (pipeline/study/study.yaml).")
+app.add_typer(study_app, name="study")
+SPEC = typer.Option(None, "--spec", help="study spec (default: pipeline/study/study.yaml)")
+
+
+@study_app.command("plan")
+def study_plan(spec: Path | None = SPEC) -> None:
+    """Validate the spec and every cell's params; list the cells and whether each has finished."""
+    from pipeline.study import cells, spec as study_spec
+
+    with reported():
+        s = study_spec.load_spec(spec or study_spec.SPEC)
+        layout = cells.StudyLayout(Path(".").resolve())
+        study = cells.Study(s, layout, cells.code_hash(layout.root))
+        for block in s.blocks:
+            study.plan_block(block)
+        _emit(study.cells_table()[["cell", "status", "attempts", "wall_s", "overrides"]], Format.table)
+
+
+@study_app.command("run")
+def study_run(
+    spec: Path | None = SPEC,
+    only: list[str] = typer.Option([], "--only", help="run only cells matching this glob on DATASET/BLOCK/VARIANT "
+                                   "(repeatable), e.g. 'digits/main/*'"),
+) -> None:
+    """Run every unfinished cell (`dvc repro` in data/study/<dataset>/<block>/<variant>/) → reports/study/runs.csv"""
+    from pipeline.study import cells, spec as study_spec
+
+    with reported():
+        s = study_spec.load_spec(spec or study_spec.SPEC)
+        cells.run_study(s, Path("."), only=only, echo=lambda line: typer.echo(line))
+        typer.echo("next: `obcp study report` writes reports/study.md")
+
+
+@study_app.command("report")
+def study_report(
+    spec: Path | None = SPEC,
+    runs: Path = typer.Option(Path("reports/study/runs.csv"), help="the run table"),
+    out: Path = typer.Option(Path("reports/study.md"), help="the report (its CSVs and figures go to <folder>/study/)"),
+) -> None:
+    """Write reports/study.md: the rule, the grid, mean ± std, paired differences, figures, the rule's pick."""
+    from pipeline.study import report, spec as study_spec, table
+
+    with reported():
+        s = study_spec.load_spec(spec or study_spec.SPEC)
+        cells_csv = runs.with_name("cells.csv")
+        path = report.build_report(s, table.read_table(runs), out, root=Path("."),
+                                   cells=pd.read_csv(cells_csv) if cells_csv.is_file() else None)
+        typer.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":
