@@ -365,7 +365,12 @@ def study_report(
     with reported():
         s = study_spec.load_spec(spec or study_spec.SPEC)
         cells_csv = runs.with_name("cells.csv")
-        path = report.build_report(s, table.read_table(runs), out, root=Path("."),
+        if runs.is_file():
+            frame = table.read_table(runs)
+        else:  # before the first run (the rule is written down before anything runs)
+            typer.echo(f"{runs} does not exist yet: the report has the rule and the grid, no results")
+            frame = table.from_rows([])
+        path = report.build_report(s, frame, out, root=Path("."),
                                    cells=pd.read_csv(cells_csv) if cells_csv.is_file() else None)
         typer.echo(f"wrote {path}")
 

@@ -212,8 +212,16 @@ def test_report_from_a_fabricated_run_table(tmp_path, monkeypatch):
     assert auroc["selection.auroc"].tolist() == pytest.approx([0.71] * 8)  # mean of 0.70, 0.71, 0.72
     paired = pd.read_csv(tmp_path / "reports/study/paired.csv")
     assert len(paired) == 4 + 2 + 2  # obcp vs random in 4 cells; v2 − v1 and qt4 − qt1 per dataset
-    missing = CliRunner().invoke(app, ["study", "report", "--spec", str(s.path), "--runs", str(tmp_path / "no.csv")])
-    assert missing.exit_code == 2 and "does not exist; run `obcp study run` first" in missing.output
+    (tmp_path / "bad.csv").write_text("dataset,arm\nd1,obcp\n")
+    bad = CliRunner().invoke(app, ["study", "report", "--spec", str(s.path), "--runs", str(tmp_path / "bad.csv")])
+    assert bad.exit_code == 2 and "lacks columns" in bad.output
+
+    # before any run: the rule and the grid, no results
+    before = CliRunner().invoke(app, ["study", "report", "--spec", str(s.path), "--runs", str(tmp_path / "no.csv"),
+                                      "--out", str(tmp_path / "before.md")])
+    assert before.exit_code == 0 and "does not exist yet" in before.output, before.output
+    text = (tmp_path / "before.md").read_text()
+    assert quoted in text and "No finished cells yet." in text and "**not decided: results missing" in text
 
 
 # --------------------------------------------------------------------------- end to end

@@ -351,8 +351,12 @@ class Study:
                 status = "done" if src is cell else f"same as {src.id}"
             elif outcome is not None:
                 status = outcome.status
+            elif src is not cell:
+                status = f"waits for {src.id}"
+            elif marker.get("status") == "done":
+                status = "changed since it finished (params or code): runs again"
             else:
-                status = marker.get("status", "pending") if src is cell else f"waits for {src.id}"
+                status = marker.get("status", "pending")
             rows.append({
                 "cell": cell.id, "dataset": cell.dataset, "block": cell.block, "variant": cell.variant,
                 "status": status, "attempts": len(attempts), "wall_s": round(sum(a["wall_s"] for a in attempts), 1),
@@ -391,49 +395,51 @@ def run_study(spec: Spec, root: Path, *, only: Sequence[str] = (), echo: Echo = 
         echo(f"study {spec.title!r}: {total} cells ({len(spec.datasets)} datasets, {len(spec.seeds)} seeds each); "
              f"cells in {layout.cells_dir}, DVC cache {cache}")
         walls: list[float] = []
-        for block in spec.blocks:
-            cells = study.plan_block(block)
-            if block in study.waiting:
-                index += len(spec.blocks[block].variants) * len(spec.datasets)
-                echo(f"block {block}: {study.waiting[block]}")
-                continue
-            for cell in cells:
-                index += 1
-                head = f"[{index}/{total}] {cell.id}"
-                if only and not any(fnmatch.fnmatchcase(cell.id, g) for g in only):
-                    study.outcomes[cell.id] = Outcome(cell, "not selected")
+        current = "(planning)"
+        try:
+            for block in spec.blocks:
+                cells = study.plan_block(block)
+                if block in study.waiting:
+                    index += len(spec.blocks[block].variants) * len(spec.datasets)
+                    echo(f"block {block}: {study.waiting[block]}")
                     continue
-                if cell.id in study.source:
-                    src = study.source[cell.id]
-                    status = "reused" if study.finished(cell) else "waiting"
-                    study.outcomes[cell.id] = Outcome(cell, status, note=f"same settings as {src.id}")
-                    echo(f"{head}: same settings as {src.id}, "
-                         f"{'its results reused' if status == 'reused' else 'which has not finished'}")
-                    continue
-                cell_dir = prepare(cell, layout, cache, dvc)
-                if is_finished(cell, cell_dir, study.code):
-                    study.outcomes[cell.id] = Outcome(cell, "skipped")
-                    echo(f"{head}: finished earlier, skipped")
-                    continue
-                todo = _todo(study, cells[cells.index(cell):], block)
-                eta = "—" if not walls else _clock(sum(walls) / len(walls) * todo)
-                echo(f"{head}: dvc repro (elapsed {_clock(time.monotonic() - started)}, est. remaining {eta} "
-                     f"for {todo} cell(s) to run)")
-                try:
+                for cell in cells:
+                    index, current = index + 1, cell.id
+                    head = f"[{index}/{total}] {cell.id}"
+                    if only and not any(fnmatch.fnmatchcase(cell.id, g) for g in only):
+                        study.outcomes[cell.id] = Outcome(cell, "not selected")
+                        continue
+                    if cell.id in study.source:
+                        src = study.source[cell.id]
+                        status = "reused" if study.finished(cell) else "waiting"
+                        study.outcomes[cell.id] = Outcome(cell, status, note=f"same settings as {src.id}")
+                        echo(f"{head}: same settings as {src.id}, "
+                             f"{'its results reused' if status == 'reused' else 'which has not finished'}")
+                        continue
+                    cell_dir = prepare(cell, layout, cache, dvc)
+                    if is_finished(cell, cell_dir, study.code):
+                        study.outcomes[cell.id] = Outcome(cell, "skipped")
+                        echo(f"{head}: finished earlier, skipped")
+                        continue
+                    todo = _todo(study, cells[cells.index(cell):], block)
+                    eta = "—" if not walls else _clock(sum(walls) / len(walls) * todo)
+                    echo(f"{head}: dvc repro (elapsed {_clock(time.monotonic() - started)}, est. remaining {eta} "
+                         f"for {todo} cell(s) to run)")
                     outcome = _run_cell(cell, cell_dir, study, dvc, echo)
-                except KeyboardInterrupt:
+                    walls.append(outcome.wall_s)
                     study.write_tables()
-                    raise StudyInterrupted(cell.id) from None
-                walls.append(outcome.wall_s)
-                study.write_tables()
-                if outcome.status == "done":
-                    n_cached = len(outcome.stages["run_cache"])
-                    echo(f"{head}: done in {_clock(outcome.wall_s)} ({len(outcome.stages['ran'])} stages ran, "
-                         f"{n_cached} from DVC run-cache)")
-                else:
-                    echo(f"{head}: FAILED (exit {outcome.exit_code}) after {_clock(outcome.wall_s)}; the other cells "
-                         f"continue. Last lines of {cell_dir / LOG}:")
-                    echo("\n".join("      " + line for line in _tail(cell_dir / LOG).splitlines()))
+                    if outcome.status == "done":
+                        n_cached = len(outcome.stages["run_cache"])
+                        echo(f"{head}: done in {_clock(outcome.wall_s)} ({len(outcome.stages['ran'])} stages ran, "
+                             f"{n_cached} from DVC run-cache)")
+                    else:
+                        why = f"exit {outcome.exit_code}" if outcome.exit_code else outcome.note
+                        echo(f"{head}: FAILED ({why}) after {_clock(outcome.wall_s)}; the other cells continue. "
+                             f"Last lines of {cell_dir / LOG}:")
+                        echo("\n".join("      " + line for line in _tail(cell_dir / LOG).splitlines()))
+        except KeyboardInterrupt:
+            study.write_tables()
+            raise StudyInterrupted(current) from None
         study.write_tables()
         failed = [o.cell.id for o in study.outcomes.values() if o.status == "failed"]
         counts = pd.Series([o.status for o in study.outcomes.values()], dtype=str).value_counts().to_dict()
