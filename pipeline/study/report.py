@@ -138,14 +138,18 @@ def quality_figure(runs: pd.DataFrame, key: str, out: str | os.PathLike, title: 
     data = runs.dropna(subset=[key])
     if data.empty:
         return None
+    variants, arms = list(dict.fromkeys(data["variant"])), list(dict.fromkeys(runs["arm"]))
     rows = []
-    for (variant, arm, cycle), g in data.groupby(["variant", "arm", "cycle"], sort=False):
-        rows.append({"variant": variant, "arm": arm, "cycle": int(cycle), key: float(g[key].mean()),
-                     f"{key}_std": seed_std(g[key]), "n_seeds": int(g["seed"].nunique())})
-    table = pd.DataFrame(rows).sort_values(["variant", "arm", "cycle"], kind="stable")
+    for variant in variants:
+        for arm in arms:
+            mine = data[(data["variant"] == variant) & (data["arm"] == arm)]
+            for cycle, g in mine.groupby("cycle"):
+                rows.append({"variant": variant, "arm": arm, "cycle": int(cycle), key: float(g[key].mean()),
+                             f"{key}_std": seed_std(g[key]), "n_seeds": int(g["seed"].nunique())})
+    table = pd.DataFrame(rows)
     write_csv(out.with_suffix(".csv"), table)
-    variants = list(dict.fromkeys(data["variant"]))
-    colors = plots._colors(list(dict.fromkeys(runs["arm"])))
+    colors = plots._colors(arms)
+    dashes = {arm: "--" if i >= 10 else "-" for i, arm in enumerate(arms)}  # the colour cycle has 10
     ncols = min(4, len(variants))
     nrows = -(-len(variants) // ncols)
     fig = plots._figure(3.6 * ncols, 2.8 * nrows + 0.6)
@@ -153,7 +157,7 @@ def quality_figure(runs: pd.DataFrame, key: str, out: str | os.PathLike, title: 
     for ax, variant in zip(axes.flat, variants):
         for arm, g in table[table["variant"] == variant].groupby("arm", sort=False):
             ax.errorbar(g["cycle"], g[key], yerr=plots._std0(g[f"{key}_std"]), marker="o", ms=3, capsize=2,
-                        color=colors[arm], label=arm)
+                        color=colors[arm], linestyle=dashes[arm], label=arm)
         ax.set_xticks(sorted(data["cycle"].unique()))
         ax.set_title(variant, fontsize=9)
         ax.set_xlabel("query cycle")
