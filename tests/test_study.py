@@ -101,6 +101,16 @@ def test_a_cell_with_the_settings_of_an_earlier_one_reuses_it(tmp_path, monkeypa
                                 "digits/fig6/qt1": "pending", "digits/fig6/qt2": "waits for digits/main/neg"}
 
 
+def test_shared_inputs_are_the_deps_no_stage_writes(tmp_path):
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "a": {"cmd": "x", "deps": ["stages/a.py", "pipeline/io.py", "reports/answers", "extra/table.csv"],
+              "outs": ["data/${dataset.name}"]},
+        "b": {"foreach": "${seeds}", "do": {"cmd": "y", "deps": ["data/${dataset.name}/i.parquet", "data/digits/x"],
+                                           "metrics": [{"reports/metrics/seed${item}": {"cache": False}}]}},
+        "c": {"cmd": "z", "deps": ["reports/metrics"], "outs": [{"reports/index.md": {"cache": False}}]}}}))
+    assert cells.shared_inputs(tmp_path) == ["reports/answers", "extra/table.csv"]
+
+
 def test_cli_plan_lists_the_cells(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
@@ -245,6 +255,7 @@ def test_study_run_end_to_end_skips_finished_cells_and_reuses_the_run_cache(tmp_
     cell = project / "data/study/digits/main/base"
     assert (cell / "dvc.lock").is_file() and (cell / "reports/metrics/seed1/obcp.json").is_file()
     assert (project / "data/study/.dvc-cache/runs").is_dir()  # DVC's run-cache, shared by every cell
+    assert (cell / "reports/answers").resolve() == (project / "reports/answers").resolve()  # one answer store
 
     # a human oracle stops the cell at its first question sheet: a failed cell, reported, the study goes on
     second = run(study, project, check=False)

@@ -4,8 +4,10 @@ A cell folder holds its own ``params.yaml`` (the spec's params for that cell), c
 ``dvc.yaml``, ``stages/`` and ``pipeline/`` (kept in sync with the project on every run),
 and a ``.dvc/`` whose cache is the project's DVC cache. So ``convert``, ``init_pool`` and
 ``pretrain`` come from DVC's run-cache whenever their params match another cell's (or the
-project's own ``dvc repro``), and each cell runs a real ``dvc repro``. The user's
-``params.yaml`` and workspace outputs are never touched.
+project's own ``dvc repro``), and each cell runs a real ``dvc repro``. What the pipeline
+reads but no stage writes (the answer store ``reports/answers``, a relative ``dataset.root``)
+is a link to the project's own. The user's ``params.yaml`` and workspace outputs are never
+touched.
 
 A cell is *finished* when its ``study-cell.json`` records a successful ``dvc repro`` of
 the same params and code; a finished cell is skipped. An interrupted or failed cell runs
@@ -34,7 +36,7 @@ from typing import Callable, Iterator, Sequence
 import pandas as pd
 import yaml
 
-from pipeline.errors import ObcpError
+from pipeline.errors import ERROR_DIR, ObcpError
 from pipeline.io import write_bytes, write_csv, write_json, write_text
 from pipeline.study import table
 from pipeline.study.rule import pick
@@ -168,22 +170,53 @@ def prepare(cell: Cell, layout: StudyLayout, cache: Path, dvc: str) -> Path:
     text = _params_text(cell)
     if not (cell_dir / "params.yaml").is_file() or (cell_dir / "params.yaml").read_text() != text:
         write_text(cell_dir / "params.yaml", text)
-    _link_raw(cell, layout.root, cell_dir)
+    _link_shared(cell, layout.root, cell_dir)
     return cell_dir
 
 
-def _link_raw(cell: Cell, root: Path, cell_dir: Path) -> None:
-    """A relative ``dataset.root`` (raw downloads, image folders) points at the project's folder."""
-    ds = cell.params.get("dataset") or {}
-    raw = Path(str(ds.get("root") or ""))
-    if not str(raw) or raw.is_absolute():
-        return
-    target, link = (root / raw).resolve(), cell_dir / raw
-    if ds.get("download"):
-        target.mkdir(parents=True, exist_ok=True)
+def shared_inputs(root: Path) -> list[str]:
+    """Inputs of the pipeline that are neither code nor any stage's output (relative paths).
+
+    They are the project's data, the same for every cell: the answer store (``reports/answers``)
+    today. Read from dvc.yaml: every dependency not under `CODE`, not templated, and not an output.
+    """
+    try:
+        doc = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise StudyError(f"{root / 'dvc.yaml'} cannot be read ({exc}); every cell runs it. Restore it.") from None
+    deps, outs = [], set()
+    for stage in (doc.get("stages") or {}).values():
+        body = stage.get("do", stage) if isinstance(stage, dict) else {}
+        deps += [d for d in body.get("deps") or [] if isinstance(d, str)]
+        for kind in ("outs", "metrics", "plots"):
+            outs |= {o if isinstance(o, str) else next(iter(o)) for o in body.get(kind) or []}
+    prefixes = [o.split("${")[0] for o in outs]  # a templated output covers everything under its fixed part
+
+    def derived(dep: str) -> bool:
+        return any(dep == p or p.startswith(dep.rstrip("/") + "/") or (p.endswith("/") and dep.startswith(p))
+                   for p in prefixes)
+
+    return [d for d in dict.fromkeys(deps) if "${" not in d and d.split("/")[0] not in CODE and not derived(d)]
+
+
+def _link(target: Path, link: Path) -> None:
     if target.exists() and not link.exists() and not link.is_symlink():
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(target, target_is_directory=True)
+        link.symlink_to(target, target_is_directory=target.is_dir())
+
+
+def _link_shared(cell: Cell, root: Path, cell_dir: Path) -> None:
+    """Point the cell at the project's own copies of what is not derived: the shared inputs of
+    dvc.yaml (a person's answers stay in one store) and a relative ``dataset.root`` (raw downloads,
+    image folders). An existing file or folder in the cell is left alone."""
+    for rel in shared_inputs(root):
+        _link((root / rel).resolve(), cell_dir / rel)
+    ds = cell.params.get("dataset") or {}
+    raw = Path(str(ds.get("root") or ""))
+    if str(raw) and not raw.is_absolute():
+        if ds.get("download"):
+            (root / raw).mkdir(parents=True, exist_ok=True)
+        _link((root / raw).resolve(), cell_dir / raw)
 
 
 def fingerprint(cell: Cell, code: str) -> str:
@@ -217,6 +250,7 @@ def _env(cwd: Path) -> dict[str, str]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(cwd)  # the cell's own copy of pipeline/ and stages/
     env["DVC_NO_ANALYTICS"] = "1"
+    env.pop(ERROR_DIR, None)  # errors of the cell's stages go to its log, not to a launcher's folder
     return env
 
 
