@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test bench gpu-check clean-runs
+.PHONY: setup repro test bench gpu-check study study-report clean-runs
 
 setup:
 	@bash .ci/setup
@@ -21,6 +21,14 @@ bench: setup
 
 gpu-check: setup
 	obcp gpu-check
+
+# The study grid (pipeline/study/study.yaml): resumable, hours on CPU; then reports/study.md
+study: setup
+	obcp study run
+	obcp study report
+
+study-report: setup
+	obcp study report
 
 clean-runs:
 	rm -rf data/runs reports/ledger/seed* reports/metrics/seed*

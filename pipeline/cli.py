@@ -8,6 +8,7 @@
     obcp table1                         the paper's Table 1 bit accounting
     obcp report exps | sweep PARAM V…   compare DVC experiments (Fig. 6); run a sweep first
     obcp gpu-check [--cpu]              what only a GPU can check, in one command
+    obcp study plan | run | report      the study grid (pipeline/study/study.yaml) → reports/study.md
 """
 from __future__ import annotations
 
@@ -372,6 +373,63 @@ def sweep(
             raise ObcpError(f"experiment(s) {', '.join(failed)} failed (their output is above); the report lists "
                             f"them without results. Fix the cause and run the same `obcp sweep` again: finished "
                             f"experiments are kept, failed ones rerun.")
+
+
+study_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                        help="The study: a grid of variants × datasets × seeds (pipeline/study/study.yaml).")
+app.add_typer(study_app, name="study")
+SPEC = typer.Option(None, "--spec", help="study spec (default: pipeline/study/study.yaml)")
+
+
+@study_app.command("plan")
+def study_plan(spec: Path | None = SPEC) -> None:
+    """Validate the spec and every cell's params; list the cells and whether each has finished."""
+    from pipeline.study import cells, spec as study_spec
+
+    with reported():
+        s = study_spec.load_spec(spec or study_spec.SPEC)
+        layout = cells.StudyLayout(Path(".").resolve())
+        study = cells.Study(s, layout, cells.code_hash(layout.root))
+        for block in s.blocks:
+            study.plan_block(block)
+        _emit(study.cells_table()[["cell", "status", "attempts", "wall_s", "overrides"]], Format.table)
+
+
+@study_app.command("run")
+def study_run(
+    spec: Path | None = SPEC,
+    only: list[str] = typer.Option([], "--only", help="run only cells matching this glob on DATASET/BLOCK/VARIANT "
+                                   "(repeatable), e.g. 'digits/main/*'"),
+) -> None:
+    """Run every unfinished cell (`dvc repro` in data/study/<dataset>/<block>/<variant>/) → reports/study/runs.csv"""
+    from pipeline.study import cells, spec as study_spec
+
+    with reported():
+        s = study_spec.load_spec(spec or study_spec.SPEC)
+        cells.run_study(s, Path("."), only=only, echo=lambda line: typer.echo(line))
+        typer.echo("next: `obcp study report` writes reports/study.md")
+
+
+@study_app.command("report")
+def study_report(
+    spec: Path | None = SPEC,
+    runs: Path = typer.Option(Path("reports/study/runs.csv"), help="the run table"),
+    out: Path = typer.Option(Path("reports/study.md"), help="the report (its CSVs and figures go to <folder>/study/)"),
+) -> None:
+    """Write reports/study.md: the rule, the grid, mean ± std, paired differences, figures, the rule's pick."""
+    from pipeline.study import report, spec as study_spec, table
+
+    with reported():
+        s = study_spec.load_spec(spec or study_spec.SPEC)
+        cells_csv = runs.with_name("cells.csv")
+        if runs.is_file():
+            frame = table.read_table(runs)
+        else:  # before the first run (the rule is written down before anything runs)
+            typer.echo(f"{runs} does not exist yet: the report has the rule and the grid, no results")
+            frame = table.from_rows([])
+        path = report.build_report(s, frame, out, root=Path("."),
+                                   cells=pd.read_csv(cells_csv) if cells_csv.is_file() else None)
+        typer.echo(f"wrote {path}")
 
 
 if __name__ == "__main__":
