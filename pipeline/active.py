@@ -39,7 +39,7 @@ from pipeline.context import RunContext
 from pipeline.errors import ObcpError
 from pipeline.history import QueryWindow, cycle_history, epoch_shares, load_query_history, query_epochs, query_windows
 from pipeline.runs import evaluate_model, fresh_state, loop_config, stage1_meta
-from pipeline.train import echo, load_checkpoint, pool_view, predict_batches, stage2_plan, train_epochs
+from pipeline.train import echo, load_checkpoint, pool_view, predict_batches, split_log, stage2_plan, train_epochs
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ class Cycle:
         if self.k == 1:
             return self.ctx.layout.stage1_dir(self.ctx.seed)
         return self.ctx.layout.cycle_dir(self.ctx.seed, self.arm_name, self.k - 1)
+
+    @property
+    def timings(self) -> Path:
+        """The cycle's wall-clock times (seconds per step, per epoch): outside DVC's outputs."""
+        return self.ctx.layout.timings_dir(self.ctx.seed) / self.arm_name / f"cycle_{self.k:03d}.json"
 
     @property
     def prev_pool(self) -> Path:
@@ -294,8 +299,9 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
                  seconds: dict[str, float] | None = None, log: Callable[[str], None] | None = echo,
                  progress: bool = True) -> dict:
     """Continue from the previous checkpoint for this cycle's share of stage-2 epochs
-    with the full loss of the arm; write checkpoint, history, log, then the manifest
-    (with `seconds`: the query steps' wall times, plus retrain and evaluate)."""
+    with the full loss of the arm; write checkpoint, history, log, then the manifest, and
+    the cycle's wall-clock times (`seconds`: the query steps', plus retrain and evaluate)
+    to `Cycle.timings`. The manifest returned also carries `seconds`."""
     ctx, t0 = c.ctx, time.perf_counter()
     pool = pools.read_pool(c.dir / "pool.parquet")
     state = fresh_state(ctx)
@@ -320,7 +326,8 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
         io.save_torch(c.dir / "checkpoint.pt", state.state_dict())
         if history is not None:
             history.save(c.dir / "history.npz")
-        io.write_csv(c.dir / "log.csv", pd.DataFrame(rows))
+        log, timings = split_log(rows)
+        io.write_csv(c.dir / "log.csv", log)
         seconds["retrain"] = round(time.perf_counter() - t0, 4)
         t1 = time.perf_counter()
         test = evaluate_model(ctx, state.model)
@@ -337,10 +344,12 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
             "selection": diagnostics.selection_quality(pd.read_parquet(c.dir / "scores.parquet"), queries,
                                                        ctx.train_labels),
             "test": test,
-            "seconds": seconds,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         io.write_json(c.dir / "manifest.json", manifest)
+        # wall-clock times live outside DVC's outputs, so a rerun gives the same manifest
+        io.write_json(c.timings, {"seconds": seconds, "epochs": timings.to_dict("records"),
+                                  "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        manifest = {**manifest, "seconds": seconds}
     dist.barrier()
     return manifest
 

@@ -32,6 +32,11 @@ class Layout:
     def stage1_dir(self, seed: int) -> Path:
         return self.seed_dir(seed) / "stage1"
 
+    def timings_dir(self, seed: int) -> Path:
+        """Wall-clock timings of a seed's training: outside every DVC output, so that a rerun
+        gives the same output hashes (and `dvc.lock`) as the first run."""
+        return self.seed_dir(seed) / "timings"
+
     def arms_dir(self, seed: int) -> Path:
         """Every arm's query cycles of one seed (the `active@seed` stage's output)."""
         return self.seed_dir(seed) / "arms"

@@ -12,13 +12,14 @@ from pipeline.context import RunContext
 from pipeline.history import PredictionHistory
 from pipeline.pools import read_pool
 from pipeline.runs import evaluate_model, fresh_state, loop_config
-from pipeline.train import TrainState, pool_view, stage1_plan, train_epochs
+from pipeline.train import TrainState, pool_view, split_log, stage1_plan, train_epochs
 
 
 def run_stage1(ctx: RunContext, out_dir: Path, *, until_epoch: int | None = None,
                state: TrainState | None = None, history: PredictionHistory | None = None) -> TrainState:
     """Train stage 1 and (rank 0) write checkpoint.pt, history.npz, log.csv and test.json
-    (test accuracy of the checkpoint) to `out_dir`.
+    (test accuracy of the checkpoint) to `out_dir`, and the epochs' wall-clock times to
+    the seed's timings folder (outside DVC's outputs).
 
     `until_epoch` < stage1_epochs stops early (tests of stop + resume); `state`/`history`
     continue a stopped run.
@@ -43,10 +44,10 @@ def run_stage1(ctx: RunContext, out_dir: Path, *, until_epoch: int | None = None
         out_dir.mkdir(parents=True, exist_ok=True)
         io.save_torch(out_dir / "checkpoint.pt", state.state_dict())
         history.save(out_dir / "history.npz")
-        log_path = out_dir / "log.csv"
-        old = pd.read_csv(log_path) if state.epoch > len(rows) and log_path.exists() else None
-        log = pd.DataFrame(rows) if old is None else pd.concat([old, pd.DataFrame(rows)], ignore_index=True)
-        io.write_csv(log_path, log)
+        log, timings = split_log(rows)
+        for path, frame in ((out_dir / "log.csv", log), (ctx.layout.timings_dir(ctx.seed) / "stage1.csv", timings)):
+            resumed = state.epoch > len(rows) and path.exists()  # a continued run: keep the earlier epochs
+            io.write_csv(path, pd.concat([pd.read_csv(path), frame], ignore_index=True) if resumed else frame)
         io.write_json(out_dir / "test.json", evaluate_model(ctx, state.model))
     dist.barrier()
     return state

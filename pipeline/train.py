@@ -556,6 +556,18 @@ def frozen(params: Iterable[torch.nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+WALL_CLOCK: tuple[str, ...] = ("seconds", "images_per_s")  # log-row fields that differ between equal runs
+
+
+def split_log(rows: list[dict[str, float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`train_epochs`' rows → (the log: every deterministic field, for log.csv inside a DVC
+    output; the timings: epoch + the wall-clock fields, written outside DVC's outputs)."""
+    frame = pd.DataFrame(rows)
+    wall = [c for c in WALL_CLOCK if c in frame.columns]
+    keys = [c for c in ("epoch",) if c in frame.columns]
+    return frame.drop(columns=wall), frame[keys + wall]
+
+
 def _record(history: Recorder | None, epoch: int, pending: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     """Gather the pending (ids [b], softmax [b, C]) of every rank and record them on rank 0."""
     ids = dist.all_gather_varlen(torch.cat([i for i, _ in pending]))

@@ -22,14 +22,13 @@ def _free_port() -> int:
 
 
 def _throughput(project: Path, nproc: int) -> float:
-    out = project / "data/runs/seed0/stage1"
+    timings = project / "data/runs/seed0/timings/stage1.csv"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            "-m", "stages.pretrain", "--seed", "0"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     subprocess.run(cmd, cwd=project, env=env, check=True, capture_output=True, text=True)
-    log = pd.read_csv(out / "log.csv")
-    return float(log["images_per_s"].iloc[1:].mean())
+    return float(pd.read_csv(timings)["images_per_s"].iloc[1:].mean())
 
 
 def bench_ddp(project: Path) -> dict:
