@@ -74,6 +74,10 @@ def test_cells_get_overrides_seeds_and_arms_and_bad_params_are_listed(tmp_path):
     assert fig6[0].overrides == {"loss.lambda_neg": 0.3, "query_times": 1} and fig6[0].arms == ("obcp",)
     with pytest.raises(study_spec.StudyError, match="has not picked"):
         study_spec.block_cells(s, "fig6", ROOT)
+    fresh = _spec(tmp_path, blocks={"main": {"variants": {"a": {}}},
+                                    "confirm": {"base": "rule", "seeds": [5, 6], "variants": {"picked": {}}}})
+    assert study_spec.block_cells(fresh, "confirm", ROOT, picked="a")[0].params["seeds"] == [5, 6]  # its own seeds
+    assert study_spec.block_cells(fresh, "main", ROOT)[0].params["seeds"] == [0, 1]
     s = _spec(tmp_path, blocks={"main": {"arms": ["obcp", "nope"], "variants": {"a": {}}}})
     with pytest.raises(study_spec.StudyError, match=r"arms \['nope'\] are not in"):
         study_spec.block_cells(s, "main", ROOT)

@@ -196,7 +196,8 @@ def _grid_section(spec: Spec) -> list[str]:
     for block in spec.blocks.values():
         arms = "every arm of the dataset's params" if block.arms is None else ", ".join(f"`{a}`" for a in block.arms)
         base = " Each variant starts from the variant the rule picks." if block.base == "rule" else ""
-        lines += ["", f"### Block `{block.name}`", "", f"Arms: {arms}.{base}", ""]
+        seeds = "" if block.seeds is None else f" Seeds: {', '.join(map(str, block.seeds))}."
+        lines += ["", f"### Block `{block.name}`", "", f"Arms: {arms}.{base}{seeds}", ""]
         if block.why:
             lines += [f"Why: {block.why}", ""]
         view = pd.DataFrame({"variant": list(block.variants),

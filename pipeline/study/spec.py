@@ -18,13 +18,18 @@ A spec is YAML (the committed one is ``pipeline/study/study.yaml``)::
         variants:                                #   name → dotted param overrides, the same for every arm
           today: {}
           clean: {selection.history_view: clean}
-      fig6:
+      confirm:
         base: rule                               #   start from the variant the rule picks
+        seeds: [5, 6, 7, 8, 9]                   #   a block's own seeds (default: the spec's)
+        variants: {picked: {}}
+      fig6:
+        base: rule
         arms: [obcp]
         variants: {qt1: {query_times: 1}, qt4: {query_times: 4}}
 
 Overrides are dotted keys (``loss.lambda_neg: 0.2``; a nested mapping means the same). ``seeds``
-and ``arms`` cannot be overridden: seeds are the spec's, and arms are chosen per block by name,
+and ``arms`` cannot be overridden: seeds are the spec's (or the block's: e.g. fresh seeds that
+test the picked variant on runs the rule never saw), and arms are chosen per block by name,
 so no arm ever gets settings of its own (no per-arm tuning). A cell is one dataset × one
 variant of one block; its params are the dataset's base, then the dataset's overrides, then
 (``base: rule``) the picked variant's overrides, then the variant's own.
@@ -71,6 +76,7 @@ class Block:
     arms: tuple[str, ...] | None  # None: every arm of the dataset's params
     base: str | None  # "rule": on top of the variant the rule picks
     variants: dict[str, dict[str, Any]]  # name → dotted overrides, in spec order
+    seeds: tuple[int, ...] | None = None  # None: the spec's seeds
 
 
 @dataclass(frozen=True)
@@ -192,13 +198,7 @@ def parse_spec(raw: Any, path: Path) -> Spec:
         raise StudyError(f"study spec {path} is not a mapping of keys (see pipeline/study/spec.py for the format).")
     _known(raw, ("title", "seeds", "datasets", "rule", "blocks"), "", problems)
 
-    seeds = raw.get("seeds")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
-                                                            for s in seeds):
-        problems.append(f"seeds: expected a non-empty list of integers, got {seeds!r}")
-        seeds = []
-    elif len(set(seeds)) != len(seeds):
-        problems.append(f"seeds: duplicates in {seeds}")
+    seeds = _seeds(raw.get("seeds"), "seeds", problems)
 
     datasets: dict[str, DatasetSpec] = {}
     for name, entry, where in _entries(raw, "datasets", ("params", "preset", "overrides"), problems):
@@ -208,7 +208,7 @@ def parse_spec(raw: Any, path: Path) -> Spec:
                                      _overrides(entry.get("overrides"), f"{where}.overrides", problems))
 
     blocks: dict[str, Block] = {}
-    for name, entry, where in _entries(raw, "blocks", ("why", "arms", "base", "variants"), problems):
+    for name, entry, where in _entries(raw, "blocks", ("why", "arms", "base", "variants", "seeds"), problems):
         arms = entry.get("arms", "all")
         if arms != "all" and (not isinstance(arms, list) or not arms or not all(isinstance(a, str) for a in arms)):
             problems.append(f"{where}.arms: expected `all` or a non-empty list of arm names, got {arms!r}")
@@ -224,8 +224,9 @@ def parse_spec(raw: Any, path: Path) -> Spec:
         for vname, over in variants.items():
             _name(vname, f"{where}.variants.{vname}", problems)
             parsed[str(vname)] = _overrides(over, f"{where}.variants.{vname}", problems)
+        own = tuple(_seeds(entry["seeds"], f"{where}.seeds", problems)) if "seeds" in entry else None
         blocks[name] = Block(name, str(entry.get("why") or "").strip(), None if arms == "all" else tuple(arms),
-                             base, parsed)
+                             base, parsed, own)
 
     rule_raw = raw.get("rule")
     rule = Rule("", "", "")
@@ -243,6 +244,8 @@ def parse_spec(raw: Any, path: Path) -> Spec:
         if rule.block not in blocks:
             problems.append(f"rule.block: {rule.block!r} is not a block (blocks: {', '.join(order)})")
         else:
+            if blocks[rule.block].seeds is not None:
+                problems.append(f"blocks.{rule.block}.seeds: the rule's block runs the spec's seeds")
             if blocks[rule.block].base == "rule":
                 problems.append(f"blocks.{rule.block}.base: the rule's own block cannot start from the rule's pick")
             arms = blocks[rule.block].arms
@@ -257,6 +260,17 @@ def parse_spec(raw: Any, path: Path) -> Spec:
         raise StudyError(f"study spec {path} is invalid ({len(problems)} problem{'s' * (len(problems) > 1)}):\n"
                          f"{lines}\nFix these keys (the format is in pipeline/study/spec.py) and run again.")
     return Spec(path, str(raw.get("title") or "Study"), tuple(seeds), datasets, rule, blocks)
+
+
+def _seeds(value: Any, where: str, problems: list[str]) -> list[int]:
+    """A non-empty list of distinct integer seeds (problems recorded, [] returned otherwise)."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                           for v in value):
+        problems.append(f"{where}: expected a non-empty list of integers, got {value!r}")
+        return []
+    if len(set(value)) != len(value):
+        problems.append(f"{where}: duplicates in {value}")
+    return value
 
 
 def load_spec(path: str | Path = SPEC) -> Spec:
@@ -320,7 +334,7 @@ def block_cells(spec: Spec, block: str, root: Path, picked: str | None = None) -
             except StudyError as exc:
                 problems.append(f"{dataset}/{block}/{variant}: {exc}")
                 continue
-            params["seeds"] = list(spec.seeds)
+            params["seeds"] = list(b.seeds or spec.seeds)
             params["arms"] = {a: base["arms"][a] for a in arms}
             try:
                 parse_params(params, source=f"{dataset}/{block}/{variant}")
