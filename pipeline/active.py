@@ -155,6 +155,7 @@ def cycle_key(c: Cycle) -> dict:
                 "dataset": p.dataset,
                 "seed": c.ctx.seed,
                 "nproc": dist.world_size(),
+                **({"onebit": p.onebit} if c.arm.method == "onebit" else {}),  # shapes only that arm
             }
         ),
     }
@@ -167,7 +168,9 @@ def score_step(c: Cycle) -> pd.DataFrame:
     """Rank every candidate by the arm's strategy; write scores.parquet (rank 0).
 
     Candidates: unlabeled samples with at least one class not yet denied. The asked
-    class is the current model's clean-view argmax over the classes not yet denied.
+    class is the current model's clean-view argmax over the classes not yet denied: the
+    query encoder's, or for `onebit` the EMA teacher's (the key encoder), as Hu et al. ask;
+    the probability-based strategies score that same prediction.
     One streamed evaluation pass: per batch only (ids, score, asked/predicted class)
     are kept, so memory is O(N) here (the Eq. 7 history itself is O(N·C)).
     """
@@ -182,7 +185,8 @@ def score_step(c: Cycle) -> pd.DataFrame:
     history = load_query_history(c.prev_dir / "history.npz", c.window) if strategy == "obcp" else None
     parts = []
     for batch_ids, probs in predict_batches(state.model, ctx.layout.beton("train"), ids, device=ctx.device,
-                                            num_workers=ctx.params.train.num_workers):
+                                            num_workers=ctx.params.train.num_workers,
+                                            teacher=c.arm.method == "onebit"):
         parts.append(pd.DataFrame({
             "sample_id": batch_ids,
             "score": selection.score_candidates(strategy, batch_ids, probs=probs, history=history,
@@ -313,7 +317,7 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
     rows = train_epochs(
         state,
         pool_view(pool, ctx.num_classes, c.arm),
-        stage2_plan(c.arm, ctx.params.loss),
+        stage2_plan(c.arm, ctx.params.loss, ctx.params.onebit, start_epoch=ctx.params.train.stage1_epochs),
         loop_config(ctx),
         until_epoch=c.retrain_until if until_epoch is None else until_epoch,
         history=history,

@@ -298,7 +298,8 @@ def bench(
     params: Path = PARAMS,
     out: Path = typer.Option(Path("reports/bench.json"), help="where the results go"),
     only: list[str] = typer.Option([], "--only", help="sections: convert loader train cycle ddp memory "
-                                   "train_cifar (ResNet-18; by default only on a GPU)"),
+                                   "train_cifar (ResNet-18; by default only on a GPU) retest (Eq. 7 test-retest); "
+                                   "updates those sections of --out"),
     quick: bool = typer.Option(False, "--quick", help="smaller sizes (a smoke run)"),
 ) -> None:
     """Benchmarks (not tests): ratios measured in one run → reports/bench.json + a table."""

@@ -26,6 +26,8 @@ ORACLES = ("simulated", "human")
 WINDOWS = ("since_query", "across_queries")  # Eq. 7 window rules (pipeline/history.py)
 BACKENDS = ("auto", "gloo", "nccl")
 VIEW_BACKENDS = ("auto", "numba", "torch")
+HISTORY_VIEWS = ("strong", "weak", "clean")  # the forward pass whose softmax feeds Eq. 7's history
+SUP_VIEWS = ("strong", "weak")  # the view of the classification terms (L_sup, L_neg, the one-bit student)
 
 
 class ParamsError(ObcpError):
@@ -77,6 +79,7 @@ class TrainParams:
     amp: bool = True  # mixed precision on GPU: float16 autocast + GradScaler
     view_backend: str = "auto"  # who makes the loop's views: auto (numba on CPU, torch on GPU) | numba | torch
     cpu_amp: bool = False  # on CPU: bfloat16 autocast + GradScaler, the GPU's AMP path (for tests)
+    sup_view: str = "strong"  # the view of L_sup and L_neg: strong (MoCo) | weak (shift + flip)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,16 @@ class SelectionParams:
     m: int = 30  # epochs averaged into p̃ (Eq. 7)
     t: int = 5  # most recent epochs whose log q enter Eq. 7
     window: str = "since_query"  # since_query: windows stop at the previous query | across_queries: they reach back
+    history_view: str = "strong"  # strong: in-loop view 1 | weak, clean: eval pass at the end of each window epoch
+
+
+@dataclass(frozen=True)
+class OnebitParams:
+    """The one-bit baseline's Mean-Teacher settings (Hu et al. 2020), in our loss's normalisation."""
+
+    consistency: float = 10.0  # λ_cons of mean_B Σ_c (p_s − p_t)² (theirs: --consistency 1000 / C = 100)
+    rampup_epochs: int = 5  # sigmoid ramp-up of λ_cons over the first stage-2 epochs (0: none)
+    ema_decay: float = 0.97  # EMA decay of the teacher (our key encoder) in stage 2
 
 
 @dataclass(frozen=True)
@@ -133,6 +146,7 @@ class Params:
     contrastive: ContrastiveParams = field(default_factory=ContrastiveParams)
     loss: LossParams = field(default_factory=LossParams)
     selection: SelectionParams = field(default_factory=SelectionParams)
+    onebit: OnebitParams = field(default_factory=OnebitParams)
     oracle: OracleParams = field(default_factory=OracleParams)
     ddp: DdpParams = field(default_factory=DdpParams)
     seeds: tuple[int, ...] = (0,)
@@ -271,10 +285,13 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
         "loss.lambda_ctr": p.loss.lambda_ctr,
         "loss.lambda_neg": p.loss.lambda_neg,
         "contrastive.hard_negatives": p.contrastive.hard_negatives,
+        "onebit.consistency": p.onebit.consistency,
+        "onebit.rampup_epochs": p.onebit.rampup_epochs,
     }.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
             problems.append(f"{path}: must be ≥ 0, got {v}")
-    for path, v in {"train.momentum": p.train.momentum, "contrastive.momentum": p.contrastive.momentum}.items():
+    for path, v in {"train.momentum": p.train.momentum, "contrastive.momentum": p.contrastive.momentum,
+                    "onebit.ema_decay": p.onebit.ema_decay}.items():
         if isinstance(v, float) and not 0 <= v < 1:
             problems.append(f"{path}: must lie in [0, 1), got {v}")
     if isinstance(p.dataset.jpeg_quality, int) and not 1 <= p.dataset.jpeg_quality <= 100:
@@ -291,6 +308,8 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
     _check_choice(p.selection.window, WINDOWS, "selection.window", problems)
     _check_choice(p.ddp.backend, BACKENDS, "ddp.backend", problems)
     _check_choice(p.train.view_backend, VIEW_BACKENDS, "train.view_backend", problems)
+    _check_choice(p.selection.history_view, HISTORY_VIEWS, "selection.history_view", problems)
+    _check_choice(p.train.sup_view, SUP_VIEWS, "train.sup_view", problems)
     for name, arm in p.arms.items():
         _check_choice(arm.method, METHODS, f"arms.{name}.method", problems)
         _check_choice(arm.strategy, STRATEGIES, f"arms.{name}.strategy", problems)

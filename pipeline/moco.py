@@ -110,12 +110,14 @@ class ObCP(nn.Module):
         return self.encoder_q(x)
 
     @torch.no_grad()
-    def momentum_update(self) -> None:
+    def momentum_update(self, momentum: float | None = None) -> None:
         """EMA of the parameters: ``θ_k ← m·θ_k + (1 − m)·θ_q`` (buffers such as BN statistics
-        of the key encoder are kept by its own forward passes, as in MoCo)."""
+        of the key encoder are kept by its own forward passes, as in MoCo). ``momentum``
+        overrides m for this step (the one-bit baseline's teacher decays at its own rate)."""
+        m = self.m if momentum is None else float(momentum)
         q_params, k_params = list(self.encoder_q.parameters()), list(self.encoder_k.parameters())
-        torch._foreach_mul_(k_params, self.m)  # one fused call per step, not one per tensor
-        torch._foreach_add_(k_params, q_params, alpha=1.0 - self.m)
+        torch._foreach_mul_(k_params, m)  # one fused call per step, not one per tensor
+        torch._foreach_add_(k_params, q_params, alpha=1.0 - m)
 
     @torch.no_grad()
     def keys(self, x: Tensor) -> tuple[Tensor, Tensor]:

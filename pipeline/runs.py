@@ -36,6 +36,7 @@ def loop_config(ctx: RunContext) -> LoopConfig:
         hflip=p.dataset.hflip,
         device=ctx.device,
         distributed=ctx.distributed,
+        history_view=p.selection.history_view,
     )
 
 

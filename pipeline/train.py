@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from pipeline import distributed as dist
 from pipeline import losses
-from pipeline.config import ArmParams, ContrastiveParams, LossParams, TrainParams
+from pipeline.config import ArmParams, ContrastiveParams, LossParams, OnebitParams, TrainParams
 from pipeline.datasets.loaders import Batch, ViewLoader, make_loader
 from pipeline.errors import ObcpError
 from pipeline.history import Recorder
@@ -55,7 +55,9 @@ class LossPlan:
 
     Stage 1: L_sup + λ_ctr·L_c.u. Stage 2 (ObCP): + λ_ctr·(L_c.l + L_c.n) + λ_neg·L_neg,
     with paper Table 4's switches. The one-bit baseline replaces the contrastive and
-    negative terms by a consistency loss whose teacher ignores denied classes.
+    negative terms by a consistency loss whose teacher ignores denied classes (Mean Teacher:
+    λ_cons ramped up over `cons_rampup` epochs from epoch `cons_start`, the teacher an EMA
+    with decay `teacher_decay`; None keeps `contrastive.momentum`).
     """
 
     lambda_ctr: float
@@ -66,6 +68,9 @@ class LossPlan:
     negative_loss: bool = False
     denied_consistency: bool = False
     lambda_cons: float = 1.0
+    cons_rampup: int = 0
+    cons_start: int = 0
+    teacher_decay: float | None = None
 
     @property
     def needs_bank(self) -> bool:
@@ -81,14 +86,25 @@ class LossPlan:
         return {"sup": 1.0, "c_u": self.lambda_ctr, "c_l": self.lambda_ctr, "c_n": self.lambda_ctr,
                 "neg": self.lambda_neg, "cons": self.lambda_cons}[term]
 
+    def at_epoch(self, epoch: int) -> LossPlan:
+        """The plan of one epoch: λ_cons times the sigmoid ramp-up at `epoch` (weights fixed)."""
+        if not self.cons_rampup:
+            return self
+        ramp = sigmoid_rampup(epoch - self.cons_start, self.cons_rampup)
+        return dataclasses.replace(self, lambda_cons=self.lambda_cons * ramp, cons_rampup=0)
+
 
 def stage1_plan(loss: LossParams) -> LossPlan:
     return LossPlan(lambda_ctr=loss.lambda_ctr)
 
 
-def stage2_plan(arm: ArmParams, loss: LossParams) -> LossPlan:
-    if arm.method == "onebit":
-        return LossPlan(lambda_ctr=0.0, contrastive_unlabeled=False, denied_consistency=True)
+def stage2_plan(arm: ArmParams, loss: LossParams, onebit: OnebitParams = OnebitParams(),
+                start_epoch: int = 0) -> LossPlan:
+    """The loss of an arm's stage 2, which starts at (global) epoch `start_epoch`."""
+    if arm.method == "onebit":  # Hu et al. 2020: Mean Teacher, the teacher blind to denied classes
+        return LossPlan(lambda_ctr=0.0, contrastive_unlabeled=False, denied_consistency=True,
+                        lambda_cons=onebit.consistency, cons_rampup=onebit.rampup_epochs, cons_start=start_epoch,
+                        teacher_decay=onebit.ema_decay)
     negatives = arm.method == "obcp"  # `fullbit` has full labels only, never a denied class
     return LossPlan(
         lambda_ctr=loss.lambda_ctr,
@@ -257,6 +273,7 @@ class LoopConfig:
     hflip: bool
     device: torch.device
     distributed: bool = False
+    history_view: str = "strong"  # selection.history_view: which forward pass feeds the history
 
 
 def echo(line: str) -> None:
@@ -269,24 +286,50 @@ def learning_rate(base: float, epoch: float, total_epochs: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, total_epochs) / total_epochs))
 
 
+def sigmoid_rampup(epoch: float, length: int) -> float:
+    """Laine & Aila's ramp-up, as Mean Teacher (and Hu et al.) weight the consistency:
+    exp(−5·(1 − e/length)²) for e in [0, length], 1 after (and when length is 0)."""
+    if length <= 0:
+        return 1.0
+    phase = 1.0 - min(max(float(epoch), 0.0), float(length)) / length
+    return math.exp(-5.0 * phase * phase)
+
+
+def loop_views(plan: LossPlan, sup_view: str) -> tuple[list[str], list[str]]:
+    """The view kinds of each (labeled, unlabeled) sample: view 1 feeds the query encoder,
+    view 2 the key encoder; a third view, where there is one, is the classification view.
+
+    The classification terms (L_sup, L_neg) see `sup_view` (`train.sup_view`). Where the
+    contrastive terms need view 1 to be the strong MoCo view (L_c.l for labeled samples,
+    L_c.u / L_c.n for unlabeled ones) and `sup_view` is weak, a third view is added. The
+    one-bit baseline (Mean Teacher) has no contrastive term: its student and its teacher (the
+    key encoder) see weak views (two draws), as Hu et al.'s code trains them.
+    """
+    if plan.denied_consistency:  # Hu et al.'s views whatever sup_view says: their method, not a knob
+        return ["weak", "weak"], ["weak", "weak"]
+    if sup_view == "strong":
+        return ["strong", "strong"], ["strong", "strong"]
+    labeled = ["strong", "strong", sup_view] if plan.contrastive_labeled else [sup_view, "strong"]
+    return labeled, ["strong", "strong"] + ([sup_view] if plan.negative_loss else [])
+
+
 def loop_loaders(pool: PoolView, plan: LossPlan, cfg: LoopConfig) -> tuple[ViewLoader, ViewLoader]:
-    """The loop's (unlabeled, labeled) loaders; both yield two views per sample, made by
+    """The loop's (unlabeled, labeled) loaders, yielding the views of `loop_views`, made by
     `train.view_backend`: torch ops on the training device, or numba kernels on CPU (then
     copied to the device); `auto` is numba on CPU, torch on a GPU.
 
-    View 1 feeds the query encoder, view 2 the key encoder, which is also the one-bit
-    baseline's teacher and sees a weak view there (mean-teacher style). One pass over the
-    unlabeled pool is an epoch; each rank cycles its own seeded copy of the (small)
-    labeled set.
+    One pass over the unlabeled pool is an epoch; each rank cycles its own seeded copy of
+    the (small) labeled set.
     """
     tp = cfg.train
+    labeled_views, unlabeled_views = loop_views(plan, tp.sup_view)
     device = None if tp.view_backend == "numba" else cfg.device  # numba: views made from the CPU buffer
     common = dict(num_workers=tp.num_workers, hflip=cfg.hflip, device=device, order="random",
                   view_backend=tp.view_backend)
     unlabeled = make_loader(
         cfg.beton,
         batch_size=tp.batch_size * tp.unlabeled_ratio,
-        views=["strong", "weak" if plan.denied_consistency else "strong"],
+        views=unlabeled_views,
         indices=pool.unlabeled_ids,
         seed=cfg.seed,
         distributed=cfg.distributed,
@@ -295,7 +338,7 @@ def loop_loaders(pool: PoolView, plan: LossPlan, cfg: LoopConfig) -> tuple[ViewL
     labeled = make_loader(
         cfg.beton,
         batch_size=tp.batch_size,
-        views=["strong", "strong"],
+        views=labeled_views,
         indices=pool.labeled_ids,
         seed=cfg.seed + 7919 * (1 + dist.rank()),
         distributed=False,
@@ -348,6 +391,8 @@ class StepBatch:
 
     xl1, xl2 [nl, 3, H, W] and xu1, xu2 [nu, 3, H, W]: view 1 (query encoder) and view 2
     (key encoder) of the labeled and the unlabeled samples; idl [nl], idu [nu]: their ids.
+    xlc [nl, 3, H, W], xuc [nu, 3, H, W]: the classification views where they are not view 1
+    (`loop_views`), else None.
     """
 
     xl1: torch.Tensor
@@ -356,6 +401,8 @@ class StepBatch:
     xu1: torch.Tensor
     xu2: torch.Tensor
     idu: torch.Tensor
+    xlc: torch.Tensor | None = None
+    xuc: torch.Tensor | None = None
 
     @property
     def nl(self) -> int:
@@ -369,12 +416,12 @@ class StepBatch:
 def step_batch(lab: Batch, unl: Batch | None, device: torch.device) -> StepBatch:
     """A labeled and an unlabeled loader batch on `device`. `unl` None (this rank's shard
     is exhausted) gives an empty unlabeled part, which keeps collectives in step."""
-    xl1, xl2 = (v.to(device, non_blocking=True) for v in lab.views)
+    xl1, xl2, *xlc = (v.to(device, non_blocking=True) for v in lab.views)
     idl = lab.ids.to(device)
     if unl is None:
-        return StepBatch(xl1, xl2, idl, xl1[:0], xl2[:0], idl[:0])
-    xu1, xu2 = (v.to(device, non_blocking=True) for v in unl.views)
-    return StepBatch(xl1, xl2, idl, xu1, xu2, unl.ids.to(device))
+        return StepBatch(xl1, xl2, idl, xl1[:0], xl2[:0], idl[:0], *xlc[:1])
+    xu1, xu2, *xuc = (v.to(device, non_blocking=True) for v in unl.views)
+    return StepBatch(xl1, xl2, idl, xu1, xu2, unl.ids.to(device), xlc[0] if xlc else None, xuc[0] if xuc else None)
 
 
 @dataclass(frozen=True)
@@ -385,7 +432,7 @@ class StepLoss:
     terms: dict[str, torch.Tensor]  # [] each term that is on, unweighted (sup, c_u, c_l, c_n, neg, cons)
     logits_u: torch.Tensor  # [nu, C] query logits of the unlabeled view 1 (prediction history)
     ku: torch.Tensor  # [nu, D] keys of the unlabeled view 2 (enqueued)
-    kl: torch.Tensor | None  # [nl, D] keys of the labeled view 2 (label bank), when the plan uses the bank
+    kl: torch.Tensor | None  # [nl, D] keys of the labeled view 2, when the bank or the one-bit teacher uses them
 
 
 def step_loss(model: ObCP, qnet: torch.nn.Module, bank: LabelBank, batch: StepBatch, pool: PoolView,
@@ -397,24 +444,29 @@ def step_loss(model: ObCP, qnet: torch.nn.Module, bank: LabelBank, batch: StepBa
     step first. `pool`: the loop's pool view with its tensors on the batch's device.
     `gen`: draws the label bank's positives and hard negatives (plans that use the bank).
     """
-    b, nl = batch, batch.nl
+    b, nl, nu = batch, batch.nl, batch.xu1.shape[0]
+    extra = [x for x in (b.xlc, b.xuc) if x is not None]  # classification views, after views 1
+    both = plan.needs_bank or plan.denied_consistency  # the key encoder sees the labeled view 2 too
     with precision.autocast():
-        logits, q = qnet(torch.cat([b.xl1, b.xu1]))
+        logits, q = qnet(torch.cat([b.xl1, b.xu1, *extra]))
     with torch.no_grad():
-        model.momentum_update()
-        with precision.autocast():  # labeled keys only for the bank terms
-            logits_k, k = model.keys(torch.cat([b.xl2, b.xu2]) if plan.needs_bank else b.xu2)
+        model.momentum_update(plan.teacher_decay)
+        with precision.autocast():  # labeled keys only for the bank terms and the teacher
+            logits_k, k = model.keys(torch.cat([b.xl2, b.xu2]) if both else b.xu2)
     if precision.enabled:
         logits, q, logits_k, k = logits.float(), q.float(), logits_k.float(), k.float()
-    ql, qu = q[:nl], q[nl:]
-    kl, ku, logits_ku = (k[:nl], k[nl:], logits_k[nl:]) if plan.needs_bank else (None, k, logits_k)
+    ql, qu = q[:nl], q[nl:nl + nu]
+    kl, ku = (k[:nl], k[nl:]) if both else (None, k)
+    logits_u = logits[nl:nl + nu]
+    cls_l = logits[nl + nu:2 * nl + nu] if b.xlc is not None else logits[:nl]  # what L_sup, L_neg see
+    cls_u = logits[logits.shape[0] - b.xuc.shape[0]:] if b.xuc is not None else logits_u
     yl = pool.labels[b.idl]
     sup_mask = pool.in_sup[b.idl]
     den_u = pool.denied[b.idu]
     has_neg = den_u.any(dim=1)
     queue = model.queue.detach()  # enqueue runs after backward and step: no copy needed
 
-    terms = {"sup": losses.sup_loss(logits[:nl][sup_mask], yl[sup_mask])}
+    terms = {"sup": losses.sup_loss(cls_l[sup_mask], yl[sup_mask])}
     if plan.contrastive_unlabeled:
         if plan.contrastive_negative:  # samples with a denied class are in L_c.n instead
             terms["c_u"] = losses.contrastive_unlabeled(qu[~has_neg], ku[~has_neg], queue, cp.temperature)
@@ -428,15 +480,16 @@ def step_loss(model: ObCP, qnet: torch.nn.Module, bank: LabelBank, batch: StepBa
         hard, hvalid = bank.sample_negatives(den_u[has_neg], cp.hard_negatives, gen)
         terms["c_n"] = losses.contrastive_negative(qu[has_neg], ku[has_neg], queue, hard, hvalid, cp.temperature)
     if plan.negative_loss:
-        terms["neg"] = losses.negative_loss(logits[nl:], den_u)
-    if plan.denied_consistency:
-        terms["cons"] = losses.denied_consistency(logits[nl:], logits_ku, den_u)
+        terms["neg"] = losses.negative_loss(cls_u, den_u)
+    if plan.denied_consistency:  # Mean Teacher: over the whole batch, labeled samples included
+        den = pool.denied[torch.cat([b.idl, b.idu])]
+        terms["cons"] = losses.denied_consistency(torch.cat([cls_l, cls_u]), logits_k, den)
 
     total = terms["sup"]
     for name, term in terms.items():
         if name != "sup":
             total = total + plan.weight(name) * term
-    return StepLoss(total=total, terms=terms, logits_u=logits[nl:], ku=ku, kl=kl)
+    return StepLoss(total=total, terms=terms, logits_u=logits_u, ku=ku, kl=kl)
 
 
 def bank_generator(cfg: LoopConfig, epoch: int, step: int) -> torch.Generator:
@@ -465,8 +518,10 @@ def train_epochs(
     `log` gets one line per epoch (losses, images/s); `progress` shows a per-step bar on a
     terminal (rank 0).
 
-    `history` (rank 0 only matters; every rank passes whether to record) receives the
-    softmax of every unlabeled sample's view-1 forward pass, gathered across ranks.
+    `history` (rank 0 only matters; every rank passes whether to record) receives, in each
+    epoch inside its window, the softmax of every unlabeled sample, gathered across ranks:
+    from the training step's view-1 forward pass (`cfg.history_view` strong), or from an
+    eval-mode pass at the end of the epoch (`record_pass`: clean or weak).
     """
     model, bank, optimizer, device = state.model, state.bank, state.optimizer, cfg.device
     unl_loader, lab_loader = loop_loaders(pool, plan, cfg)
@@ -490,7 +545,9 @@ def train_epochs(
         qnet = DistributedDataParallel(model.encoder_q) if cfg.distributed else model.encoder_q
         while state.epoch < until_epoch:
             epoch = state.epoch
+            epoch_plan = plan.at_epoch(epoch)
             record = history is not None and history.in_window(epoch)
+            record_steps = record and cfg.history_view == "strong"
             pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (ids, softmax) not yet recorded
             sums: dict[str, torch.Tensor] = {}
             seen, t0 = 0, time.perf_counter()
@@ -502,7 +559,7 @@ def train_epochs(
                     group["lr"] = lr
                 batch = step_batch(next(lab_stream), next(unl_stream) if step < own_steps else None, device)
                 gen = bank_generator(cfg, epoch, step) if plan.needs_bank else None
-                out = step_loss(model, qnet, bank, batch, on_device, plan, cfg.contrastive, precision, gen)
+                out = step_loss(model, qnet, bank, batch, on_device, epoch_plan, cfg.contrastive, precision, gen)
 
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(out.total).backward()
@@ -514,7 +571,7 @@ def train_epochs(
                     if plan.needs_bank:
                         keep = on_device.in_bank[batch.idl]
                         bank.update(batch.idl[keep], out.kl[keep])
-                    if record:
+                    if record_steps:
                         pending.append((batch.idu, torch.softmax(out.logits_u.detach(), dim=1)))
                         if len(pending) == record_every or step == steps - 1:  # same steps on every rank
                             _record(history, epoch, pending)
@@ -524,6 +581,8 @@ def train_epochs(
 
             state.epoch += 1
             dist.sync_buffers(model)  # BN statistics follow each rank's batches; keep rank 0's
+            if record and not record_steps:
+                record_pass(history, model, pool.unlabeled_ids, epoch, cfg)
             seconds = time.perf_counter() - t0
             row = {"epoch": epoch, "lr": lr if steps else cfg.train.lr, "steps": steps, "seconds": seconds}
             row.update({f"loss_{k}": float(v) / max(steps, 1) for k, v in sums.items()})
@@ -577,6 +636,25 @@ def _record(history: Recorder | None, epoch: int, pending: list[tuple[torch.Tens
         history.record(epoch, ids.cpu().numpy(), probs.cpu().numpy())
 
 
+def record_pass(history: Recorder | None, model: ObCP, ids: np.ndarray, epoch: int,
+                cfg: LoopConfig) -> None:
+    """Record `epoch` of Eq. 7's history from an eval-mode, no-grad pass of the query encoder
+    over the samples `ids` [n] on `cfg.history_view` (clean, or a weak view seeded by
+    (seed, epoch, sample)), at the end of the epoch. Under DDP each rank predicts its
+    shard, and the shards are gathered and recorded on rank 0 (every rank calls this)."""
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    batch_size = 512
+    for batch_ids, probs in predict_batches(model, cfg.beton, ids, device=cfg.device, batch_size=batch_size,
+                                            num_workers=cfg.train.num_workers, view=cfg.history_view,
+                                            seed=cfg.seed, epoch=epoch, hflip=cfg.hflip,
+                                            distributed=cfg.distributed):
+        pending.append((torch.from_numpy(batch_ids), torch.from_numpy(probs)))
+        if len(pending) * batch_size >= _RECORD_ROWS:  # every rank has the same number of batches
+            _record(history, epoch, pending)
+    if pending:
+        _record(history, epoch, pending)
+
+
 @torch.no_grad()
 def _fill_bank(state: TrainState, pool: PoolView, cfg: LoopConfig) -> None:
     """Make the bank's members the pool's bank samples and give each a fresh key."""
@@ -601,19 +679,27 @@ def _fill_bank(state: TrainState, pool: PoolView, cfg: LoopConfig) -> None:
 @torch.no_grad()
 def predict_batches(
     model: ObCP, beton: Path, ids: np.ndarray | None, *, device: torch.device, batch_size: int = 512,
-    num_workers: int = 1,
+    num_workers: int = 1, view: str = "clean", seed: int = 0, epoch: int = 0, hflip: bool = False,
+    distributed: bool = False, teacher: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Clean-view softmax of the query encoder, streamed: (ids [b], probs [b, C] float32)
-    per batch, in id order. Memory O(batch·C) whatever the number of samples."""
+    """Eval-mode softmax of the query encoder (the key encoder with `teacher`), streamed:
+    (ids [b], probs [b, C] float32) per batch, in id order. Memory O(batch·C) whatever the
+    number of samples.
+
+    `view`: "clean", or "weak" (a shift, + flip with `hflip`, drawn from (seed, epoch,
+    sample)). `distributed`: this rank's shard of `ids` only (every rank gets the same
+    number of batches)."""
     loader = make_loader(
-        beton, batch_size=batch_size, views=["clean"], indices=ids, order="sequential", seed=0,
-        num_workers=num_workers,
+        beton, batch_size=batch_size, views=[view], indices=ids, order="sequential", seed=seed,
+        num_workers=num_workers, hflip=hflip, distributed=distributed,
     )
+    loader.set_epoch(epoch)
+    forward = model.keys if teacher else model
     was_training = model.training
     model.eval()
     try:
         for batch in loader:
-            logits, _ = model(batch.views[0].to(device))
+            logits, _ = forward(batch.views[0].to(device))
             yield batch.ids.numpy().copy(), torch.softmax(logits.float(), dim=1).cpu().numpy()
     finally:
         model.train(was_training)
@@ -621,10 +707,11 @@ def predict_batches(
 
 def predict(
     model: ObCP, beton: Path, ids: np.ndarray | None, *, device: torch.device, batch_size: int = 512,
-    num_workers: int = 1,
+    num_workers: int = 1, teacher: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All of `predict_batches` at once: (ids [n], probs [n, C]) in id order."""
-    parts = list(predict_batches(model, beton, ids, device=device, batch_size=batch_size, num_workers=num_workers))
+    """All of `predict_batches` (clean view) at once: (ids [n], probs [n, C]) in id order."""
+    parts = list(predict_batches(model, beton, ids, device=device, batch_size=batch_size, num_workers=num_workers,
+                                 teacher=teacher))
     if not parts:
         return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
     all_ids = np.concatenate([i for i, _ in parts])

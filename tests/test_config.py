@@ -64,6 +64,11 @@ def test_defaults_are_valid():
         ({"train": {"cpu_amp": "bf16"}}, "train.cpu_amp", "true/false"),
         ({"dataset": {"jpeg_quality": 101}}, "dataset.jpeg_quality", "[1, 100]"),
         ({"train": "fast"}, "train", "mapping"),
+        ({"selection": {"history_view": "eval"}}, "selection.history_view", "unknown value"),
+        ({"train": {"sup_view": "clean"}}, "train.sup_view", "unknown value"),
+        ({"onebit": {"consistency": -1}}, "onebit.consistency", "≥ 0"),
+        ({"onebit": {"rampup_epochs": -2}}, "onebit.rampup_epochs", "≥ 0"),
+        ({"onebit": {"ema_decay": 1.0}}, "onebit.ema_decay", "[0, 1)"),
     ],
 )
 def test_each_bad_value_is_reported_with_its_key(raw, key, words):

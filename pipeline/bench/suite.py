@@ -5,6 +5,7 @@ speed cancels out. Not part of the test suite.
 """
 from __future__ import annotations
 
+import json
 import platform
 import tempfile
 import time
@@ -15,7 +16,7 @@ import torch
 
 from pipeline import io
 
-SECTIONS = ("convert", "loader", "train", "cycle", "ddp", "memory", "train_cifar")
+SECTIONS = ("convert", "loader", "train", "cycle", "ddp", "memory", "train_cifar", "retest")
 
 
 def default_sections() -> tuple[str, ...]:
@@ -64,7 +65,8 @@ def run_suite(params: Path, out: Path, sections: tuple[str, ...] | None = None, 
     from pipeline.bench.convert import bench_convert, bench_loader
 
     sections = default_sections() if sections is None else sections
-    report: dict = {"machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
+    report: dict = _kept_sections(out, sections)
+    report |= {"machine": {"cpu_count": torch.get_num_threads(), "platform": platform.platform(),
                                 "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
     with tempfile.TemporaryDirectory(prefix="obcp-bench-") as tmpdir:
         tmp = Path(tmpdir)
@@ -93,6 +95,11 @@ def run_suite(params: Path, out: Path, sections: tuple[str, ...] | None = None, 
                 report[name] = bench_ddp(project)
             elif name == "memory":
                 report[name] = _memory(quick)
+            elif name == "retest":
+                from pipeline.bench.retest import bench_retest
+
+                _, ctx = _digits(tmp, "retest", params, {"train": {"stage1_epochs": 6}} if quick else {})
+                report[name] = bench_retest(ctx, pairs=1 if quick else 3)
             elif name == "train_cifar":
                 from pipeline.bench.train import bench_train_loop
 
@@ -101,6 +108,15 @@ def run_suite(params: Path, out: Path, sections: tuple[str, ...] | None = None, 
     io.write_json(out, report)
     echo(summary_table(report))
     return report
+
+
+def _kept_sections(out: Path, sections: tuple[str, ...]) -> dict:
+    """The sections of an earlier `out` that this run does not redo (`--only` updates a report)."""
+    try:
+        old = json.loads(Path(out).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in old.items() if k in SECTIONS and k not in sections} if isinstance(old, dict) else {}
 
 
 def summary_table(report: dict) -> str:
@@ -123,6 +139,10 @@ def summary_table(report: dict) -> str:
     if "ddp" in report:
         d = report["ddp"]
         lines.append(f"DDP 2 proc / 1 proc throughput (CPU)        {d['ratio']}")
+    if "retest" in report:
+        views = report["retest"]["views"]
+        lines.append("Eq. 7 test-retest Spearman (top-k overlap)   " + ", ".join(
+            f"{v} {r['spearman_mean']} ({r['top_k_overlap_mean']})" for v, r in views.items()))
     if "memory" in report:
         for r in report["memory"]["by_N"]:
             lines.append(f"history+scoring peak RSS N={r['N']:>9} C={r['C']}  {r['peak_rss_mib']} MiB")
