@@ -35,10 +35,10 @@ TERMS = {
     "obcp": ["sup", "c_u", "c_l", "c_n", "neg"],
     "onebit": ["sup", "cons"],
     "fullbit": ["sup", "c_u", "c_l"],
-    "no_yes_sup": ["sup", "c_u", "c_l", "c_n", "neg"],
-    "no_yes_ctr": ["sup", "c_u", "c_l", "c_n", "neg"],
-    "no_neg_ctr": ["sup", "c_u", "c_l", "neg"],
-    "no_neg_loss": ["sup", "c_u", "c_l", "c_n"],
+    "no_ysup": ["sup", "c_u", "c_l", "c_n", "neg"],
+    "no_yctr": ["sup", "c_u", "c_l", "c_n", "neg"],
+    "no_nctr": ["sup", "c_u", "c_l", "neg"],
+    "no_nloss": ["sup", "c_u", "c_l", "c_n"],
 }
 LEDGERS = Path("reports/ledger/seed0")
 

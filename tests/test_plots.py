@@ -64,9 +64,9 @@ def test_accuracy_vs_labels_csv_by_hand(two_arms, tmp_path):
 def test_selection_strategies_only_present_arms(tmp_path):
     top1 = {**{k: v for k, v in TOP1.items() if k[0] == "obcp"},
             ("random", 0): [0.5, 0.55, 0.58], ("random", 1): [0.5, 0.56, 0.6],
-            ("no_neg_loss", 0): [0.5, 0.5, 0.5], ("no_neg_loss", 1): [0.5, 0.5, 0.5]}
+            ("no_nloss", 0): [0.5, 0.5, 0.5], ("no_nloss", 1): [0.5, 0.5, 0.5]}
     frame = results_frame({"obcp": ("obcp", "obcp"), "random": ("obcp", "random"),
-                           "no_neg_loss": ("obcp", "obcp")}, top1, switches_off={"no_neg_loss": "neg_loss"})
+                           "no_nloss": ("obcp", "obcp")}, top1, switches_off={"no_nloss": "neg_loss"})
     assert_png(P.selection_strategies(frame, tmp_path / "sel.png"))
     csv = pd.read_csv(tmp_path / "sel.csv")
     assert list(dict.fromkeys(csv["arm"])) == ["obcp", "random"]  # the ablation arm is not a strategy
@@ -91,15 +91,15 @@ def test_equal_bits_and_ablations_tables(two_arms, tmp_path):
     md = (tmp_path / "eq.md").read_text()
     assert "| onebit | onebit |" in md and "| obcp | obcp |" in md
 
-    top1 = {**TOP1, ("no_neg_ctr", 0): [0.5, 0.6, 0.68], ("no_neg_ctr", 1): [0.5, 0.6, 0.70]}
+    top1 = {**TOP1, ("no_nctr", 0): [0.5, 0.6, 0.68], ("no_nctr", 1): [0.5, 0.6, 0.70]}
     frame = results_frame({"obcp": ("obcp", "obcp"), "onebit": ("onebit", "obcp"),
-                           "no_neg_ctr": ("obcp", "obcp")}, top1, switches_off={"no_neg_ctr": "neg_ctr"})
-    arms = {"obcp": ArmParams(), "onebit": ArmParams(method="onebit"), "no_neg_ctr": ArmParams(neg_ctr=False)}
+                           "no_nctr": ("obcp", "obcp")}, top1, switches_off={"no_nctr": "neg_ctr"})
+    arms = {"obcp": ArmParams(), "onebit": ArmParams(method="onebit"), "no_nctr": ArmParams(neg_ctr=False)}
     assert_png(P.ablations(frame, arms, tmp_path / "abl.png"))
     table = pd.read_csv(tmp_path / "abl.csv")
-    assert table["arm"].tolist() == ["no_neg_ctr", "obcp"]
+    assert table["arm"].tolist() == ["no_nctr", "obcp"]
     assert table["delta"].tolist() == pytest.approx([0.69 - 0.72, 0.0])
-    assert "| no_neg_ctr | ✓ | ✓ | ✗ | ✓ | 69.0 ± 1.4 (−3.0) | 2 |" in (tmp_path / "abl.md").read_text()
+    assert "| no_nctr | ✓ | ✓ | ✗ | ✓ | 69.0 ± 1.4 (−3.0) | 2 |" in (tmp_path / "abl.md").read_text()
 
 
 def test_yes_rate_by_hand(two_arms, tmp_path):

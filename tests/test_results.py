@@ -168,12 +168,12 @@ ABL_ARMS = {
     "random": ArmParams(strategy="random"),
     "onebit": ArmParams(method="onebit"),
     "fullbit": ArmParams(method="fullbit", strategy="entropy"),
-    "no_neg_ctr": ArmParams(neg_ctr=False),
-    "no_yes_sup": ArmParams(yes_in_sup=False),
-    "no_neg_loss": ArmParams(neg_loss=False),  # configured but not run: skipped
+    "no_nctr": ArmParams(neg_ctr=False),
+    "no_ysup": ArmParams(yes_in_sup=False),
+    "no_nloss": ArmParams(neg_loss=False),  # configured but not run: skipped
 }
 FINAL = {"obcp": (0.80, 0.82), "random": (0.75, 0.77), "onebit": (0.70, 0.74), "fullbit": (0.72, 0.72),
-         "no_neg_ctr": (0.78, 0.80), "no_yes_sup": (0.60, 0.64)}
+         "no_nctr": (0.78, 0.80), "no_ysup": (0.60, 0.64)}
 
 
 @pytest.fixture
@@ -189,21 +189,21 @@ def test_arm_choice(many):
     assert R.full_arm(many) == "obcp"
     assert R.main_arms(many) == ["obcp", "onebit", "fullbit"]
     assert R.strategy_arms(many) == ["obcp", "random"]
-    assert R.ablation_arms(ABL_ARMS, "obcp") == ["no_neg_ctr", "no_yes_sup", "no_neg_loss"]
+    assert R.ablation_arms(ABL_ARMS, "obcp") == ["no_nctr", "no_ysup", "no_nloss"]
     assert R.main_arms(many[many["arm"] == "onebit"]) == ["onebit"]
     assert R.full_arm(many[many["arm"] != "obcp"]) is None
 
 
 def test_ablation_table(many):
     table = R.ablation_table(many, ABL_ARMS)
-    assert table["arm"].tolist() == ["no_neg_ctr", "no_yes_sup", "obcp"]  # absent no_neg_loss skipped
+    assert table["arm"].tolist() == ["no_nctr", "no_ysup", "obcp"]  # absent no_nloss skipped
     assert table.loc[0, ["Adding in sup.", "Adding in ctr.", "Neg ctr.", "Neg loss."]].tolist() == ["✓", "✓", "✗", "✓"]
     assert table.loc[1, "Adding in sup."] == "✗"
     assert (table.loc[2, list(R.SWITCH_TITLES.values())] == "✓").all()
     assert table["top1_mean"].tolist() == pytest.approx([0.79, 0.62, 0.81])
     assert table["delta"].tolist() == pytest.approx([-0.02, -0.19, 0.0])
     md = R.ablation_markdown(table)
-    assert "| no_neg_ctr | ✓ | ✓ | ✗ | ✓ | 79.0 ± 1.4 (−2.0) | 2 |" in md
+    assert "| no_nctr | ✓ | ✓ | ✗ | ✓ | 79.0 ± 1.4 (−2.0) | 2 |" in md
     assert "| obcp | ✓ | ✓ | ✓ | ✓ | 81.0 ± 1.4 | 2 |" in md
     assert R.ablation_table(many[many["arm"] != "obcp"], ABL_ARMS).empty
 
