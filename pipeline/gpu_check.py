@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ import yaml
 
 from pipeline import io
 from pipeline.bench.workspace import merge_params
+from pipeline.project import copy_code
 from pipeline.errors import ObcpError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,9 +131,7 @@ def throwaway_project(dest: Path, mode: Mode) -> Path:
     if not (ROOT / "dvc.yaml").is_file():
         raise GpuCheckError(f"{ROOT} has no dvc.yaml: run gpu-check from a checkout of the project.")
     dest.mkdir(parents=True)
-    for name in ("pipeline", "stages"):
-        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", dest / "dvc.yaml")
+    copy_code(ROOT, dest)
     images = image_folder(dest / "images", *mode.images)
     params = merge_params(yaml.safe_load(PRESET.read_text()), mode.params(images))
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.project import copy_code
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -68,13 +70,8 @@ def torchrun(nproc: int, module_args: list[str], cwd: Path, timeout: float = 600
 
 def make_project(dest: Path, overrides: dict | None = None, *, git: bool = True) -> Path:
     """Copy the project's code and pipeline definition into `dest` with tiny params."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in ("pipeline", "stages"):
-        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore", "reports/answers/README.md"):
-        if (ROOT / name).exists():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / name, dest / name)
+    copy_code(ROOT, dest)
+    shutil.copy(ROOT / ".gitignore", dest / ".gitignore")
     params = merge(yaml.safe_load((ROOT / "params.yaml").read_text()), merge(TINY_PARAMS, overrides or {}))
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     if git:

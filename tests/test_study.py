@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from conftest import ROOT, TINY_PARAMS, make_project, merge, run
 from pipeline.cli import app
+from pipeline import project
 from pipeline.study import cells, report, rule, spec as study_spec, table
 
 RULE_TEXT = "The variant with the best mean final top-1 of `obcp`,\naveraged over datasets; ties → the first listed."
@@ -112,7 +113,7 @@ def test_shared_inputs_are_the_deps_no_stage_writes(tmp_path):
         "b": {"foreach": "${seeds}", "do": {"cmd": "y", "deps": ["data/${dataset.name}/i.parquet", "data/digits/x"],
                                            "metrics": [{"reports/metrics/seed${item}": {"cache": False}}]}},
         "c": {"cmd": "z", "deps": ["reports/metrics"], "outs": [{"reports/index.md": {"cache": False}}]}}}))
-    assert cells.shared_inputs(tmp_path) == ["reports/answers", "extra/table.csv"]
+    assert project.shared_inputs(tmp_path) == ["reports/answers", "extra/table.csv"]
 
 
 def test_cli_plan_lists_the_cells(tmp_path, monkeypatch):
@@ -195,6 +196,9 @@ def test_rule_picks_by_the_mean_over_datasets_ties_first_and_waits_for_missing_r
     tied.loc[(tied["variant"] == "v2") & (tied["dataset"] == "d1") & (tied["cycle"] == 2), "top1"] -= 0.02
     assert rule.pick(tied, variants=["v2", "v1"], **args).variant == "v2"  # 0.72 = 0.72: the first listed
     assert rule.pick(tied, variants=["v1", "v2"], **args).variant == "v1"
+    close = runs.copy()  # v2 ahead by 0.0008 < 0.1 percentage points: still a tie
+    close.loc[(close["variant"] == "v2") & (close["dataset"] == "d1") & (close["cycle"] == 2), "top1"] -= 0.0184
+    assert rule.pick(close, variants=["v1", "v2"], **args).variant == "v1"
     partial = runs[~((runs["variant"] == "v1") & (runs["dataset"] == "d2") & (runs["seed"] == 2))]
     waiting = rule.pick(partial, variants=["v1", "v2"], **args)
     assert waiting.variant is None and "v1 (5/6)" in waiting.reason

@@ -38,11 +38,11 @@ import yaml
 
 from pipeline.errors import ERROR_DIR, ObcpError
 from pipeline.io import write_bytes, write_csv, write_json, write_text
+from pipeline.project import CODE, shared_inputs
 from pipeline.study import table
 from pipeline.study.rule import pick
 from pipeline.study.spec import Cell, Spec, StudyError, block_cells
 
-CODE: tuple[str, ...] = ("dvc.yaml", ".dvcignore", "stages", "pipeline")  # copied into every cell
 SKIP_DIRS: tuple[str, ...] = ("__pycache__", "study")  # not copied: caches, and this package (no stage reads it)
 MARKER = "study-cell.json"
 LOG = "study.log"
@@ -172,31 +172,6 @@ def prepare(cell: Cell, layout: StudyLayout, cache: Path, dvc: str) -> Path:
         write_text(cell_dir / "params.yaml", text)
     _link_shared(cell, layout.root, cell_dir)
     return cell_dir
-
-
-def shared_inputs(root: Path) -> list[str]:
-    """Inputs of the pipeline that are neither code nor any stage's output (relative paths).
-
-    They are the project's data, the same for every cell: the answer store (``reports/answers``)
-    today. Read from dvc.yaml: every dependency not under `CODE`, not templated, and not an output.
-    """
-    try:
-        doc = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise StudyError(f"{root / 'dvc.yaml'} cannot be read ({exc}); every cell runs it. Restore it.") from None
-    deps, outs = [], set()
-    for stage in (doc.get("stages") or {}).values():
-        body = stage.get("do", stage) if isinstance(stage, dict) else {}
-        deps += [d for d in body.get("deps") or [] if isinstance(d, str)]
-        for kind in ("outs", "metrics", "plots"):
-            outs |= {o if isinstance(o, str) else next(iter(o)) for o in body.get(kind) or []}
-    prefixes = [o.split("${")[0] for o in outs]  # a templated output covers everything under its fixed part
-
-    def derived(dep: str) -> bool:
-        return any(dep == p or p.startswith(dep.rstrip("/") + "/") or (p.endswith("/") and dep.startswith(p))
-                   for p in prefixes)
-
-    return [d for d in dict.fromkeys(deps) if "${" not in d and d.split("/")[0] not in CODE and not derived(d)]
 
 
 def _link(target: Path, link: Path) -> None:

@@ -2,8 +2,8 @@
 
 For every variant of the rule's block: the final test top-1 (last cycle) of the rule's arm,
 averaged over the spec's seeds within each dataset, then over the datasets with equal
-weight. The variant with the highest average is picked; a tie goes to the variant listed
-first in the spec. The rule decides only when every variant has a result for every dataset
+weight. The variant with the highest average is picked; a variant within 0.1 percentage
+points of the highest counts as tied, and a tie goes to the variant listed first in the spec. The rule decides only when every variant has a result for every dataset
 and seed; until then it picks nothing. Every arm then runs with the picked variant's
 settings (variants set params for all arms alike; the spec forbids per-arm overrides).
 """
@@ -16,7 +16,7 @@ import pandas as pd
 
 from pipeline.study.table import final_points
 
-TIE = 1e-12  # averages closer than this count as equal (the first listed wins)
+TIE = 0.001  # averages within 0.1 percentage points of the best count as equal (the first listed wins)
 
 
 @dataclass(frozen=True)
