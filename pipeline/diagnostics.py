@@ -33,6 +33,13 @@ import numpy as np
 import pandas as pd
 
 
+QUALITY: tuple[str, ...] = ("yes_rate", "answer_bits", "auroc_wrong", "selected_confidence")  # the four numbers
+TITLES: dict[str, str] = {
+    "yes_rate": "yes-rate", "answer_bits": "answer entropy (bits per question)",
+    "auroc_wrong": "AUROC of the score vs 'asked class is wrong'", "selected_confidence": "confidence of the selected",
+}
+
+
 def yes_rate(answers: np.ndarray) -> float:
     """Fraction of True in ``answers`` [n] (bool); NaN when n = 0."""
     answers = np.asarray(answers, dtype=bool)

@@ -26,6 +26,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from pipeline import results as res  # noqa: E402
 from pipeline.config import ArmParams  # noqa: E402
+from pipeline.diagnostics import QUALITY, TITLES  # noqa: E402
 from pipeline.io import atomic_path, write_csv, write_text  # noqa: E402
 
 CURVE_COLUMNS: tuple[str, ...] = ("arm", "cycle", "bits", "labeled_equiv_pct", "top1", "top1_std", "n_seeds")
@@ -245,6 +246,43 @@ def yes_rate(results: pd.DataFrame, out: str | os.PathLike) -> Path:
     return _save(fig, out)
 
 
+def selection_quality(results: pd.DataFrame, out: str | os.PathLike) -> Path:
+    """The four selection-quality numbers (`pipeline.diagnostics.QUALITY`) per arm and query
+    cycle, mean ± std over seeds, one panel each. CSV columns: ``arm, cycle, quantity, mean,
+    std, n_seeds`` (cycles and arms where a number is undefined are left out)."""
+    out = Path(out)
+    columns = ["arm", "cycle", "quantity", "mean", "std", "n_seeds"]
+    rows = []
+    for q in QUALITY:
+        col = f"selection.{q}"
+        if col not in results.columns:
+            continue
+        have = results[results[col].notna()]
+        for arm in res.arms_in_order(have):
+            for cycle, c in have[have["arm"] == arm].groupby("cycle", sort=True):
+                rows.append({"arm": arm, "cycle": int(cycle), "quantity": q, "mean": float(c[col].mean()),
+                             "std": res.seed_std(c[col]), "n_seeds": int(c["seed"].nunique())})
+    table = pd.DataFrame(rows, columns=columns)
+    write_csv(out.with_suffix(".csv"), table)
+    fig = _figure(11.0, 7.0)
+    if table.empty:
+        _nothing(fig, "no selection-quality numbers in the results (they come with each query cycle)")
+        return _save(fig, out)
+    colors = _colors(res.arms_in_order(results))
+    axes = fig.subplots(2, 2).ravel()
+    for ax, q in zip(axes, QUALITY):
+        for arm, g in table[table["quantity"] == q].groupby("arm", sort=False):
+            ax.errorbar(g["cycle"], g["mean"], yerr=_std0(g["std"]), marker="o", capsize=3, color=colors[arm],
+                        label=arm)
+        ax.set_title(TITLES[q], fontsize=10)
+        ax.set_xlabel("query cycle")
+        ax.set_xticks(sorted(table["cycle"].unique()))
+        ax.grid(alpha=0.3)
+    handles, labels = axes[2].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8)
+    return _save(fig, out)
+
+
 def class_query_counts(ledgers: Mapping[str, pd.DataFrame], num_classes: int | None = None) -> pd.DataFrame:
     """Per arm and class, over every cycle and seed: one-bit questions ``asked`` (by asked class),
     their ``yes`` answers, and ``full`` labels (by the label given), plus ``n_seeds``.
@@ -396,6 +434,12 @@ def write_report(results: pd.DataFrame, arms: Mapping[str, ArmParams], ledgers: 
                     "Final top-1 with one ObCP module switched off, against the full method."),
         FigureEntry(yes_rate(results, figs / "yes_rate.png"), "Yes-rate per cycle",
                     "Share of one-bit questions answered *yes* in each query cycle; mean ± std over seeds."),
+        FigureEntry(selection_quality(results, figs / "selection_quality.png"), "Selection quality per cycle",
+                    "At each query, for the questions each strategy chose: the yes-rate, the answers' entropy "
+                    "(bits of information per question), the AUROC of the selection score against 'the asked "
+                    "class is wrong' over every candidate (reads the ground truth: a diagnostic), and the mean "
+                    "clean-view confidence of the selected samples; mean ± std over seeds "
+                    "(pipeline/diagnostics.py)."),
         FigureEntry(class_queries(ledgers, figs / "class_queries.png", num_classes=num_classes,
                                   class_names=class_names), "Questions per class",
                     "One-bit questions per asked class (and their yes answers), full labels per class; all "

@@ -20,6 +20,9 @@ top5               float64  test top-5 accuracy (only when some metrics file has
 yes                Int64    *yes* answers in this cycle (<NA> when not reported)
 asked              Int64    one-bit questions asked in this cycle (<NA> when not reported)
 yes_in_sup …       bool     paper Table 4's four switches of the arm (from params.yaml)
+selection.<q>      float64  the cycle's selection quality (`pipeline.diagnostics.QUALITY`:
+                            yes_rate, answer_bits, auroc_wrong, selected_confidence); NaN
+                            for cycle 0 and where undefined
 =================  =======  ==============================================================
 
 Accuracies stay fractions in every table and CSV; the markdown renderings show
@@ -37,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import STRATEGIES, ArmParams
+from pipeline.diagnostics import QUALITY
 from pipeline.errors import ObcpError
 from pipeline.layout import metrics_file as metrics_path  # <dir>/seed<S>/<arm>.json
 
@@ -151,8 +155,15 @@ def collect(metrics_dir: str | os.PathLike, arms: Mapping[str, ArmParams], seeds
                 if "top5" in point:
                     row["top5"] = float(point["top5"])
                 row.update({k: bool(getattr(settings, k)) for k in SWITCHES})
+                quality = point.get("selection") or {}
+                row.update({f"selection.{q}": _float(quality.get(q)) for q in QUALITY})
                 rows.append(row)
     return from_rows(rows)
+
+
+def _float(value: object) -> float:
+    """A metrics number, or NaN for a missing or null one."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
 def from_rows(rows: list[dict]) -> pd.DataFrame:
@@ -161,14 +172,15 @@ def from_rows(rows: list[dict]) -> pd.DataFrame:
     Canonical columns and dtypes; sorted by arm (first-appearance order), seed and cycle. ``top5`` is kept when any row has it.
     """
     has_top5 = any("top5" in r for r in rows)
-    columns = list(BASE_COLUMNS) + (["top5"] if has_top5 else []) + ["yes", "asked", *SWITCHES]
+    quality = [f"selection.{q}" for q in QUALITY]
+    columns = list(BASE_COLUMNS) + (["top5"] if has_top5 else []) + ["yes", "asked", *SWITCHES, *quality]
     first = {arm: i for i, arm in enumerate(dict.fromkeys(r["arm"] for r in rows))}
     rows = [{"_order": first[r["arm"]], **r} for r in rows]
     frame = pd.DataFrame(rows, columns=["_order", *columns])
     frame = frame.sort_values(["_order", "seed", "cycle"], kind="stable").drop(columns="_order")
     dtypes = {"arm": "str", "seed": "int64", "method": "str", "strategy": "str", "cycle": "int64",
               "bits": "float64", "labeled_equiv_pct": "float64", "top1": "float64", "yes": "Int64",
-              "asked": "Int64", **{k: "bool" for k in SWITCHES}}
+              "asked": "Int64", **{k: "bool" for k in SWITCHES}, **{c: "float64" for c in quality}}
     if has_top5:
         dtypes["top5"] = "float64"
     return frame.astype(dtypes).reset_index(drop=True)

@@ -61,6 +61,21 @@ def test_accuracy_vs_labels_csv_by_hand(two_arms, tmp_path):
     assert (csv["n_seeds"] == 2).all()
 
 
+def test_selection_quality_csv_by_hand(two_arms, tmp_path):
+    frame = two_arms.copy()
+    obcp = frame["arm"] == "obcp"
+    for q, values in {"auroc_wrong": (0.6, 0.8), "yes_rate": (0.5, 0.7)}.items():
+        frame.loc[obcp & (frame["cycle"] == 1), f"selection.{q}"] = [values[s] for s in frame[obcp & (
+            frame["cycle"] == 1)]["seed"]]
+    assert_png(P.selection_quality(frame, tmp_path / "sq.png"))
+    csv = pd.read_csv(tmp_path / "sq.csv").set_index(["arm", "cycle", "quantity"])
+    assert len(csv) == 2  # only what is defined: obcp, cycle 1, two numbers
+    assert csv.loc[("obcp", 1, "auroc_wrong"), "mean"] == pytest.approx(0.7)
+    assert csv.loc[("obcp", 1, "auroc_wrong"), "std"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
+    assert csv.loc[("obcp", 1, "yes_rate"), "n_seeds"] == 2
+    assert_png(P.selection_quality(two_arms, tmp_path / "none.png"))  # no numbers: a page that says so
+
+
 def test_selection_strategies_only_present_arms(tmp_path):
     top1 = {**{k: v for k, v in TOP1.items() if k[0] == "obcp"},
             ("random", 0): [0.5, 0.55, 0.58], ("random", 1): [0.5, 0.56, 0.6],
@@ -192,7 +207,8 @@ def test_write_report_index_links_every_figure(two_arms, tmp_path):
     assert index == tmp_path / "reports" / "index.md"
     text = index.read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    names = {"accuracy_vs_labels", "selection_strategies", "equal_bits", "ablations", "yes_rate", "class_queries"}
+    names = {"accuracy_vs_labels", "selection_strategies", "equal_bits", "ablations", "yes_rate",
+             "selection_quality", "class_queries"}
     assert {Path(i).stem for i in images} == names
     for rel in images:
         assert not Path(rel).is_absolute()

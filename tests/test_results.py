@@ -55,7 +55,9 @@ def metrics_dir(tmp_path: Path) -> Path:
 def test_collect_rows_columns_and_values(metrics_dir):
     frame = R.collect(metrics_dir, ARMS, [0, 1])
     assert list(frame.columns) == ["arm", "seed", "method", "strategy", "cycle", "bits", "labeled_equiv_pct",
-                                   "top1", "yes", "asked", *R.SWITCHES]
+                                   "top1", "yes", "asked", *R.SWITCHES, "selection.yes_rate",
+                                   "selection.answer_bits", "selection.auroc_wrong", "selection.selected_confidence"]
+    assert frame["selection.auroc_wrong"].isna().all()  # these fabricated points carry no selection block
     assert len(frame) == 2 * 2 * 3
     assert frame["arm"].tolist() == ["obcp"] * 6 + ["onebit"] * 6  # params order, then seed, cycle
     assert frame["seed"].tolist() == [0, 0, 0, 1, 1, 1] * 2
