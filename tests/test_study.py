@@ -3,6 +3,7 @@ and `obcp study run` end to end on a tiny grid (real DVC projects, shared run-ca
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -44,6 +45,15 @@ def test_committed_spec_is_well_formed():
     s = study_spec.load_spec()
     assert s.rule.block in s.blocks and len(s.seeds) >= 5 and "digits" in s.datasets
     assert s.rule.text and all(b.variants for b in s.blocks.values())
+
+
+def test_the_rule_may_average_over_some_datasets_only(tmp_path):
+    two = {"digits": {"params": "params.yaml"}, "glyphs": {"preset": "glyphs"}}
+    s = _spec(tmp_path, datasets=two, rule={"block": "main", "arm": "obcp", "text": RULE_TEXT, "datasets": ["digits"]})
+    assert s.rule_datasets == ["digits"] and list(s.datasets) == ["digits", "glyphs"]
+    assert _spec(tmp_path, datasets=two).rule_datasets == ["digits", "glyphs"]  # default: every dataset
+    with pytest.raises(study_spec.StudyError, match=r"rule.datasets: \['cifar'\] are not datasets"):
+        _spec(tmp_path, rule={"block": "main", "arm": "obcp", "text": RULE_TEXT, "datasets": ["cifar"]})
 
 
 def test_spec_errors_list_every_problem(tmp_path):
@@ -282,3 +292,12 @@ def test_study_run_end_to_end_skips_finished_cells_and_reuses_the_run_cache(tmp_
     assert status.loc["digits/main/base", "stages_ran"] == 10
     assert status.loc["digits/fig6/qt1", "status"].startswith("waits for the rule")
     assert (project / "params.yaml").read_bytes() == params_before and not (project / "data/digits").exists()
+
+    # the cell's folder is lost (another machine, a cleanup): the run table is the record, nothing reruns
+    shutil.rmtree(cell)
+    third = run([*study, "--only", "digits/main/base"], project)
+    assert "[1/3] digits/main/base: finished earlier (recorded in" in third.stdout and not cell.exists()
+    assert len(table.read_table(project / "reports/study/runs.csv")) == 6
+    status = pd.read_csv(project / "reports/study/cells.csv").set_index("cell")
+    assert status.loc["digits/main/base", "status"].startswith("done (recorded in the run table")
+

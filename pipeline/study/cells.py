@@ -307,6 +307,8 @@ class Study:
 
     def __init__(self, spec: Spec, layout: StudyLayout, code: str):
         self.spec, self.layout, self.code = spec, layout, code
+        # The run table as the last run left it: the record of cells whose folders are not on this machine.
+        self.recorded = table.read_table(layout.runs) if layout.runs.is_file() else table.from_rows([])
         self.cells: list[Cell] = []
         self.waiting: dict[str, str] = {}  # block → why its cells are not planned yet
         self.source: dict[str, Cell] = {}  # cell id → the finished-or-earlier cell whose results it reuses
@@ -333,21 +335,42 @@ class Study:
 
     def finished(self, cell: Cell) -> bool:
         src = self.source.get(cell.id, cell)
-        return is_finished(src, self.layout.cell_dir(src), self.code)
+        return is_finished(src, self.layout.cell_dir(src), self.code) or self.recorded_rows(src) is not None
+
+    def recorded_rows(self, cell: Cell) -> pd.DataFrame | None:
+        """The cell's rows in the run table as last written, when its folder is gone (None otherwise).
+
+        A cell whose folder was deleted, or that ran on another machine, counts as finished when
+        the run table holds every arm × seed of it: the table is the record. Delete its rows to
+        run it again. A cell folder that exists always decides for itself.
+        """
+        if (self.layout.cell_dir(cell) / MARKER).is_file() or self.recorded.empty:
+            return None
+        r = self.recorded
+        rows = r[(r["dataset"] == cell.dataset) & (r["block"] == cell.block) & (r["variant"] == cell.variant)
+                 & (r["query_times"] == int(cell.params.get("query_times", 0)))]
+        have = set(zip(rows["arm"], rows["seed"]))
+        want = {(a, int(s)) for a in cell.arms for s in cell.params["seeds"]}
+        return rows[rows["arm"].isin(cell.arms)] if want <= have else None
 
     def runs(self) -> pd.DataFrame:
         """The run table of every finished cell planned so far."""
         rows = []
         for cell in self.cells:
-            if self.finished(cell):
-                src = self.source.get(cell.id, cell)
+            if not self.finished(cell):
+                continue
+            src = self.source.get(cell.id, cell)
+            kept = self.recorded_rows(src)
+            if kept is None:
                 rows += table.cell_rows(cell, self.layout.cell_dir(src))
+            else:
+                rows += kept.assign(block=cell.block, variant=cell.variant).to_dict("records")
         return table.from_rows(rows)
 
     def pick(self):
         s = self.spec
         return pick(self.runs(), block=s.rule.block, arm=s.rule.arm, variants=list(s.blocks[s.rule.block].variants),
-                    datasets=list(s.datasets), seeds=s.seeds)
+                    datasets=s.rule_datasets, seeds=s.seeds)
 
     def cells_table(self) -> pd.DataFrame:
         rows = []
@@ -358,6 +381,8 @@ class Study:
             outcome = self.outcomes.get(cell.id)
             if self.finished(cell):
                 status = "done" if src is cell else f"same as {src.id}"
+                if self.recorded_rows(src) is not None:
+                    status += " (recorded in the run table; folder not on this machine)"
             elif outcome is not None:
                 status = outcome.status
             elif src is not cell:
@@ -424,6 +449,10 @@ def run_study(spec: Spec, root: Path, *, only: Sequence[str] = (), echo: Echo = 
                         study.outcomes[cell.id] = Outcome(cell, status, note=f"same settings as {src.id}")
                         echo(f"{head}: same settings as {src.id}, "
                              f"{'its results reused' if status == 'reused' else 'which has not finished'}")
+                        continue
+                    if study.recorded_rows(cell) is not None:
+                        study.outcomes[cell.id] = Outcome(cell, "skipped")
+                        echo(f"{head}: finished earlier (recorded in {layout.runs}), skipped")
                         continue
                     cell_dir = prepare(cell, layout, cache, dvc)
                     if is_finished(cell, cell_dir, study.code):

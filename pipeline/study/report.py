@@ -270,7 +270,7 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
     p_arms = paired_arms(runs, rule_arm)
     p_vars = paired_variants(runs, rule_arm, first)
     chosen = pick(runs, block=spec.rule.block, arm=rule_arm, variants=list(spec.blocks[spec.rule.block].variants),
-                  datasets=list(spec.datasets), seeds=spec.seeds)
+                  datasets=spec.rule_datasets, seeds=spec.seeds)
     write_csv(tables / "summary.csv", summ)
     write_csv(tables / "paired.csv", pd.concat([p_arms, p_vars], ignore_index=True) if len(p_vars) else p_arms)
     write_csv(tables / "rule.csv", chosen.ranking)
@@ -285,7 +285,7 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
              "## The rule (pre-registered)", ""]
     lines += [f"> {line}" if line else ">" for line in spec.rule.text.splitlines()]
     lines += ["", f"Implemented by `pipeline.study.rule.pick` (block `{spec.rule.block}`, arm `{rule_arm}`, "
-                  "final test top-1).", "", "## The grid", ""]
+                  f"final test top-1, datasets {', '.join(f'`{d}`' for d in spec.rule_datasets)}).", "", "## The grid", ""]
     lines += _grid_section(spec)
     if cells is not None and len(cells):
         view = cells[["cell", "status", "attempts", "wall_s", "stages_ran", "from_run_cache"]]

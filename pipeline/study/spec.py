@@ -11,6 +11,7 @@ A spec is YAML (the committed one is ``pipeline/study/study.yaml``)::
       block: main                                #   the block whose variants compete
       arm: obcp                                  #   the arm whose final top-1 decides
       text: ...                                  #   the rule in words, quoted verbatim in the report
+      datasets: [digits]                         #   optional: the datasets it averages over (default: all)
     blocks:                                      # run in this order
       main:
         why: ...                                 #   why this grid (quoted in the report)
@@ -84,6 +85,7 @@ class Rule:
     block: str
     arm: str
     text: str
+    datasets: tuple[str, ...] = ()  # the datasets the rule averages over; () = every dataset of the spec
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,11 @@ class Spec:
     datasets: dict[str, DatasetSpec]
     rule: Rule
     blocks: dict[str, Block]
+
+    @property
+    def rule_datasets(self) -> list[str]:
+        """The datasets whose results the rule averages over (`Rule.datasets`, else all)."""
+        return list(self.rule.datasets or self.datasets)
 
 
 @dataclass(frozen=True)
@@ -233,9 +240,16 @@ def parse_spec(raw: Any, path: Path) -> Spec:
     if not isinstance(rule_raw, dict):
         problems.append("rule: expected a mapping with `block`, `arm` and `text`")
     else:
-        _known(rule_raw, ("block", "arm", "text"), "rule", problems)
+        _known(rule_raw, ("block", "arm", "text", "datasets"), "rule", problems)
+        chosen = rule_raw.get("datasets", [])
+        if not isinstance(chosen, list) or not all(isinstance(d, str) for d in chosen):
+            problems.append(f"rule.datasets: expected a list of dataset names, got {chosen!r}")
+            chosen = []
+        unknown = [d for d in chosen if d not in datasets]
+        if unknown:
+            problems.append(f"rule.datasets: {unknown} are not datasets of the spec (datasets: {list(datasets)})")
         rule = Rule(str(rule_raw.get("block") or ""), str(rule_raw.get("arm") or ""),
-                    str(rule_raw.get("text") or "").strip())
+                    str(rule_raw.get("text") or "").strip(), tuple(chosen))
         if not rule.text:
             problems.append("rule.text: the rule in words is required (the report quotes it verbatim)")
         if not rule.arm:
