@@ -335,7 +335,7 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
 
 def _rank_view(chosen: Pick, spec: Spec) -> pd.DataFrame:
     view = chosen.ranking.copy()
-    for col in [*spec.datasets, "mean"]:
+    for col in [*spec.rule_datasets, "mean"]:
         view[col] = [pct(v, digits=2) for v in view[col]]
     view.insert(0, "picked", ["✓" if v == chosen.variant else "" for v in view["variant"]])
     return view
