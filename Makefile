@@ -22,7 +22,7 @@ bench: setup
 gpu-check: setup
 	obcp gpu-check
 
-# The study grid (pipeline/study/study.yaml): resumable, hours on CPU; then reports/study.md
+# The study grid (pipeline/tools/study/study.yaml): resumable, hours on CPU; then reports/study.md
 study: setup
 	obcp study run
 	obcp study report

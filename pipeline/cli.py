@@ -8,7 +8,7 @@
     obcp table1                         the paper's Table 1 bit accounting
     obcp report exps | sweep PARAM V…   compare DVC experiments (Fig. 6); run a sweep first
     obcp gpu-check [--cpu]              what only a GPU can check, in one command
-    obcp study plan | run | report      the study grid (pipeline/study/study.yaml) → reports/study.md
+    obcp study plan | run | report      the study grid (pipeline/tools/study/study.yaml) → reports/study.md
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import typer
 
-from pipeline.errors import ObcpError, reported
+from pipeline.core.errors import ObcpError, reported
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="One-bit Active Query with Contrastive Pairs.")
 audit_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Who was asked what, when, and the answer.")
@@ -52,10 +52,10 @@ def _fmt(csv: bool, json: bool) -> Format:
 
 
 def _ledger(params: Path, arm: str, seed: int) -> tuple[pd.DataFrame, int]:
-    from pipeline import ledger
-    from pipeline.config import load_params
-    from pipeline.datasets.index import read_classes
-    from pipeline.layout import Layout
+    from pipeline.pool import ledger
+    from pipeline.core.config import load_params
+    from pipeline.data.index import read_classes
+    from pipeline.core.layout import Layout
 
     p = load_params(params)
     p.arm(arm)
@@ -66,7 +66,7 @@ def _ledger(params: Path, arm: str, seed: int) -> tuple[pd.DataFrame, int]:
 @app.command()
 def validate(params: Path = PARAMS) -> None:
     """Check params.yaml; print every problem with its key path (exit 2) or 'ok'."""
-    from pipeline.config import load_params
+    from pipeline.core.config import load_params
 
     with reported():
         load_params(params)
@@ -82,9 +82,9 @@ def audit_sample(
     csv: bool = typer.Option(False, "--csv"), json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Every question ever asked about one sample, in every arm and seed: cycle, asked class, answer."""
-    from pipeline import ledger
-    from pipeline.config import load_params
-    from pipeline.layout import Layout
+    from pipeline.pool import ledger
+    from pipeline.core.config import load_params
+    from pipeline.core.layout import Layout
 
     with reported():
         p = load_params(params)
@@ -121,7 +121,7 @@ def audit_cycle(
     csv: bool = typer.Option(False, "--csv"), json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Every question of one query cycle."""
-    from pipeline import ledger
+    from pipeline.pool import ledger
 
     with reported():
         frame, _ = _ledger(params, arm, seed)
@@ -134,7 +134,7 @@ def audit_summary(
     csv: bool = typer.Option(False, "--csv"), json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Per cycle: asked, yes, no, yes-rate, and per-class counts."""
-    from pipeline import ledger
+    from pipeline.pool import ledger
 
     with reported():
         frame, num_classes = _ledger(params, arm, seed)
@@ -156,8 +156,8 @@ def audit_summary(
 
 
 def _step(name: str, cycle: int, arm: str, seed: int, params: Path) -> None:
-    from pipeline import active
-    from pipeline.context import open_run
+    from pipeline.loop import active
+    from pipeline.core.context import open_run
 
     with reported():
         ctx = open_run(params, seed)
@@ -216,17 +216,17 @@ def annotate(
                                             "into the answer store"),
 ) -> None:
     """Answer the human oracle's open questions: a local page (default), or a Label Studio round trip."""
-    from pipeline.annotate import AnswerPage, make_server, open_sheet
-    from pipeline.config import load_params
-    from pipeline.datasets.index import read_classes, read_index
-    from pipeline.layout import Layout
+    from pipeline.oracle.annotate import AnswerPage, make_server, open_sheet
+    from pipeline.core.config import load_params
+    from pipeline.data.index import read_classes, read_index
+    from pipeline.core.layout import Layout
 
     with reported():
         p = load_params(params)
         layout = Layout(p.dataset.name)
         classes = read_classes(layout.data_dir)["classes"]
         if import_file is not None:  # answers are keyed by question: no arm or seed needed
-            from pipeline.labelstudio import import_export
+            from pipeline.oracle.labelstudio import import_export
 
             train = read_index(layout.data_dir).query("split == 'train'")
             read, added, skipped = import_export(import_file, layout.answer_store, dataset=p.dataset.name,
@@ -239,7 +239,7 @@ def annotate(
         if export is not None:
             if export != "label-studio":
                 raise ObcpError(f"--export {export!r}: the one export format is `label-studio`.")
-            from pipeline.labelstudio import write_export
+            from pipeline.oracle.labelstudio import write_export
 
             tasks, config, n = write_export(sheet, layout.answer_store, p.dataset.name, out)
             typer.echo(f"wrote {n} task(s) to {tasks} and the labeling interface to {config}. In Label Studio: "
@@ -273,7 +273,7 @@ def preset(
     """Write the paper's settings for a dataset as params.yaml (validated first)."""
     import shutil
 
-    from pipeline.config import load_params
+    from pipeline.core.config import load_params
 
     with reported():
         presets = Path(__file__).parent / "presets"
@@ -288,7 +288,7 @@ def preset(
 @app.command()
 def table1() -> None:
     """The paper's Table 1: bits of full labels vs one-bit questions."""
-    from pipeline.pools import table1 as rows
+    from pipeline.pool.pools import table1 as rows
 
     _emit(pd.DataFrame([r.__dict__ for r in rows()]), Format.table)
 
@@ -303,7 +303,7 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="smaller sizes (a smoke run)"),
 ) -> None:
     """Benchmarks (not tests): ratios measured in one run → reports/bench.json + a table."""
-    from pipeline.bench.suite import SECTIONS, run_suite
+    from pipeline.tools.bench.suite import SECTIONS, run_suite
 
     with reported():
         unknown = sorted(set(only) - set(SECTIONS))
@@ -319,7 +319,7 @@ def gpu_check(
                              "tiny sizes (what CI runs)"),
 ) -> None:
     """What only a GPU can check (nccl, AMP, device views, a CIFAR-shaped dvc repro, train_cifar bench) → JSON + table."""
-    from pipeline.gpu_check import run_gpu_check
+    from pipeline.tools.gpu_check import run_gpu_check
 
     with reported():
         report = run_gpu_check(out, cpu=cpu, echo=typer.echo)
@@ -343,7 +343,7 @@ def report_exps(
     x: str = typer.Option("query_times", "--x", help="the params key on the figure's x axis"),
 ) -> None:
     """Compare DVC experiments, the baseline and the workspace: exps.md table + Fig. 6 (query_times.png)."""
-    from pipeline import exps
+    from pipeline.tools import exps
 
     with reported():
         doc = exps.load_exp_show(json_file) if json_file else exps.run_exp_show(".", all_commits=all_commits)
@@ -360,7 +360,7 @@ def sweep(
 ) -> None:
     """Paper Fig. 6 in one command: one `dvc exp run --temp -S PARAM=V` per value, then the
     report of `obcp report exps` (the baseline, the workspace and every experiment)."""
-    from pipeline import exps
+    from pipeline.tools import exps
 
     with reported():
         exps.check_sweep(Path("params.yaml"), param, values)  # the file `dvc exp run -S` sets
@@ -377,15 +377,15 @@ def sweep(
 
 
 study_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                        help="The study: a grid of variants × datasets × seeds (pipeline/study/study.yaml).")
+                        help="The study: a grid of variants × datasets × seeds (pipeline/tools/study/study.yaml).")
 app.add_typer(study_app, name="study")
-SPEC = typer.Option(None, "--spec", help="study spec (default: pipeline/study/study.yaml)")
+SPEC = typer.Option(None, "--spec", help="study spec (default: pipeline/tools/study/study.yaml)")
 
 
 @study_app.command("plan")
 def study_plan(spec: Path | None = SPEC) -> None:
     """Validate the spec and every cell's params; list the cells and whether each has finished."""
-    from pipeline.study import cells, spec as study_spec
+    from pipeline.tools.study import cells, spec as study_spec
 
     with reported():
         s = study_spec.load_spec(spec or study_spec.SPEC)
@@ -403,7 +403,7 @@ def study_run(
                                    "(repeatable), e.g. 'digits/main/*'"),
 ) -> None:
     """Run every unfinished cell (`dvc repro` in data/study/<dataset>/<block>/<variant>/) → reports/study/runs.csv"""
-    from pipeline.study import cells, spec as study_spec
+    from pipeline.tools.study import cells, spec as study_spec
 
     with reported():
         s = study_spec.load_spec(spec or study_spec.SPEC)
@@ -418,7 +418,7 @@ def study_report(
     out: Path = typer.Option(Path("reports/study.md"), help="the report (its CSVs and figures go to <folder>/study/)"),
 ) -> None:
     """Write reports/study.md: the rule, the grid, mean ± std, paired differences, figures, the rule's pick."""
-    from pipeline.study import report, spec as study_spec, table
+    from pipeline.tools.study import report, spec as study_spec, table
 
     with reported():
         s = study_spec.load_spec(spec or study_spec.SPEC)

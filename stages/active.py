@@ -1,13 +1,13 @@
-"""DVC stage `active@seed` (via pipeline.launch; torchrun when ddp.nproc > 1): every cycle of every arm of one seed."""
+"""DVC stage `active@seed` (via pipeline.core.launch; torchrun when ddp.nproc > 1): every cycle of every arm of one seed."""
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from pipeline import distributed as dist, io
-from pipeline.arms import default_workers, prune_arms, run_arms
-from pipeline.context import open_run
-from pipeline.errors import reported
+from pipeline.core import distributed as dist, io
+from pipeline.loop.arms import default_workers, prune_arms, run_arms
+from pipeline.core.context import open_run
+from pipeline.core.errors import reported
 
 
 def main(

@@ -3,12 +3,12 @@ from pathlib import Path
 
 import typer
 
-from pipeline import io
-from pipeline.config import load_params
-from pipeline.datasets.conversion import convert
-from pipeline.datasets.sources import get_source
-from pipeline.errors import reported
-from pipeline.layout import Layout
+from pipeline.core import io
+from pipeline.core.config import load_params
+from pipeline.data.conversion import convert
+from pipeline.data.sources import get_source
+from pipeline.core.errors import reported
+from pipeline.core.layout import Layout
 
 
 def main(params: Path = Path("params.yaml")) -> None:

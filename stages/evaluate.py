@@ -4,12 +4,12 @@ from typing import List, Optional
 
 import typer
 
-from pipeline import io
-from pipeline.config import load_params
-from pipeline.datasets.index import read_classes, read_index
-from pipeline.errors import reported
-from pipeline.evaluate import run_metrics
-from pipeline.layout import Layout
+from pipeline.core import io
+from pipeline.core.config import load_params
+from pipeline.data.index import read_classes, read_index
+from pipeline.core.errors import reported
+from pipeline.reporting.metrics import run_metrics
+from pipeline.core.layout import Layout
 
 
 def main(

@@ -4,13 +4,13 @@ from pathlib import Path
 
 import typer
 
-from pipeline import io
-from pipeline.config import load_params
-from pipeline.datasets.index import read_classes
-from pipeline.errors import reported
-from pipeline.layout import Layout
-from pipeline.plots import write_report
-from pipeline.results import collect, final_summary, load_ledgers, summary_metrics
+from pipeline.core import io
+from pipeline.core.config import load_params
+from pipeline.data.index import read_classes
+from pipeline.core.errors import reported
+from pipeline.core.layout import Layout
+from pipeline.reporting.plots import write_report
+from pipeline.reporting.results import collect, final_summary, load_ledgers, summary_metrics
 
 
 def main(params: Path = Path("params.yaml")) -> None:

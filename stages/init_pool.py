@@ -3,12 +3,12 @@ from pathlib import Path
 
 import typer
 
-from pipeline import io
-from pipeline.config import load_params, resolve_size
-from pipeline.datasets.index import read_classes, read_index
-from pipeline.errors import reported
-from pipeline.layout import Layout
-from pipeline.pools import initial_pool, summary, write_pool
+from pipeline.core import io
+from pipeline.core.config import load_params, resolve_size
+from pipeline.data.index import read_classes, read_index
+from pipeline.core.errors import reported
+from pipeline.core.layout import Layout
+from pipeline.pool.pools import initial_pool, summary, write_pool
 
 
 def main(seed: int = typer.Option(...), params: Path = Path("params.yaml")) -> None:

@@ -1,12 +1,12 @@
-"""DVC stage `pretrain@seed` (via pipeline.launch; torchrun when ddp.nproc > 1): stage 1 → data/runs/seed<S>/stage1/."""
+"""DVC stage `pretrain@seed` (via pipeline.core.launch; torchrun when ddp.nproc > 1): stage 1 → data/runs/seed<S>/stage1/."""
 from pathlib import Path
 
 import typer
 
-from pipeline import distributed as dist, io
-from pipeline.context import open_run
-from pipeline.errors import reported
-from pipeline.pretrain import run_stage1
+from pipeline.core import distributed as dist, io
+from pipeline.core.context import open_run
+from pipeline.core.errors import reported
+from pipeline.loop.pretrain import run_stage1
 
 
 def main(seed: int = typer.Option(...), params: Path = Path("params.yaml")) -> None:

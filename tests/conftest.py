@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.project import copy_code
+from pipeline.core.project import copy_code
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

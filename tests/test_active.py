@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import env, project_from, run
-from pipeline import ledger
+from pipeline.pool import ledger
 
 ACTIVE = [sys.executable, "-m", "stages.active", "--arm", "obcp", "--seed", "0"]
 
@@ -57,13 +57,13 @@ def test_simulated_cycles_fill_the_ledger_and_pool(stage1_data, tmp_path, monkey
 
 
 def check_selection_quality(project: Path, led: pd.DataFrame) -> None:
-    """Each manifest's `selection` block (pipeline/diagnostics.py) agrees with the ledger and
+    """Each manifest's `selection` block (pipeline/selection/diagnostics.py) agrees with the ledger and
     reaches the metrics points."""
     import json
 
-    from pipeline.config import load_params
-    from pipeline.evaluate import run_metrics
-    from pipeline.layout import Layout
+    from pipeline.core.config import load_params
+    from pipeline.reporting.metrics import run_metrics
+    from pipeline.core.layout import Layout
 
     params = load_params(project / "params.yaml")
     doc = run_metrics(params, Layout("digits", project), "obcp", 0, num_classes=10, num_train=1437)
@@ -144,7 +144,7 @@ def active(project: Path, monkeypatch, capsys, arms=("obcp",), workers=None) -> 
 
 
 def store_of(project: Path) -> pd.DataFrame:
-    from pipeline import answers
+    from pipeline.oracle import answers
 
     return answers.read(project / "reports/answers/digits.parquet")
 
@@ -153,7 +153,7 @@ def test_human_answers_outlive_cycles(stage1_data, tmp_path, monkeypatch, capsys
     """The human oracle end to end: waiting (exit 3, no second scoring pass), malformed
     answers (exit 2, nothing changes), answers arrive, an edited answer is replayed, and a
     params change that rebuilds every cycle keeps every answer and asks only new questions."""
-    from pipeline import answers
+    from pipeline.oracle import answers
 
     project = project_from(stage1_data, tmp_path / "p", {"oracle": {"kind": "human"}})
     cdir = project / "data/runs/seed0/arms/obcp/cycle_001"

@@ -23,9 +23,9 @@ import pandas as pd
 import pytest
 
 from conftest import dataset_facts, env, free_port, make_project
-from pipeline import answers, oracle
-from pipeline.datasets.sources import digits_source
-from pipeline.layout import Layout
+from pipeline.oracle import answers, sheets
+from pipeline.data.sources import digits_source
+from pipeline.core.layout import Layout
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
@@ -56,7 +56,7 @@ def sheet_project(dest: Path) -> tuple[Path, dict[int, bool]]:
     images, labels = source.images("train")[:N], source.labels("train")[:N]
     asked = np.where(np.arange(N) % 2 == 0, labels, (labels + 3) % 10)
     layout = Layout("digits", project)
-    oracle.write_question_sheet(layout.cycle_dir(0, "obcp", 1),
+    sheets.write_question_sheet(layout.cycle_dir(0, "obcp", 1),
                                 pd.DataFrame({"sample_id": np.arange(N), "asked_class": asked}),
                                 source.classes, images)
     dataset_facts(layout.data_dir, list(source.classes), source.num_samples("train"))

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import answers, labelstudio, oracle
-from pipeline.annotate import AnnotateError, AnswerPage, open_sheet
-from pipeline.layout import Layout
+from pipeline.oracle import answers, labelstudio, sheets
+from pipeline.oracle.annotate import AnnotateError, AnswerPage, open_sheet
+from pipeline.core.layout import Layout
 
 FIXTURES = Path(__file__).parent / "fixtures" / "label_studio"
 CLASSES = tuple(str(i) for i in range(10))  # digits' class names
@@ -87,36 +87,36 @@ def sheet_dir(root: Path, ids=(4, 7, 9), asked=(1, 2, 3), *, arm="obcp", cycle=1
     """A cycle folder with a question sheet (random 8x8 images) under a project `root`."""
     cycle_dir = Layout("digits", root).cycle_dir(0, arm, cycle)
     images = np.random.default_rng(0).integers(0, 256, size=(len(ids), 8, 8, 3), dtype=np.uint8)
-    oracle.write_question_sheet(cycle_dir, pd.DataFrame({"sample_id": ids, "asked_class": asked}), CLASSES, images)
+    sheets.write_question_sheet(cycle_dir, pd.DataFrame({"sample_id": ids, "asked_class": asked}), CLASSES, images)
     return cycle_dir
 
 
 def test_ingest_reads_a_file_once_and_validates_it(tmp_path):
     cycle = sheet_dir(tmp_path)
     store = tmp_path / STORE
-    assert oracle.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES) is None  # no file
+    assert sheets.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES) is None  # no file
     (cycle / "answers.csv").write_text("sample_id,answer\n4,yes\n7,maybe\n")
-    with pytest.raises(oracle.AnswersError, match="'maybe'"):
-        oracle.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES)
-    assert not store.exists() and not (cycle / oracle.ANSWERS_READ_JSON).exists()
+    with pytest.raises(sheets.AnswersError, match="'maybe'"):
+        sheets.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES)
+    assert not store.exists() and not (cycle / sheets.ANSWERS_READ_JSON).exists()
     (cycle / "answers.csv").write_text("sample_id,answer\n4,yes\n7,no\n9,no\n")
-    assert oracle.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES) == 3
+    assert sheets.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES) == 3
     # a correction made elsewhere (the page) is not undone by reading the unchanged file again
     answers.append(store, one_bit([7], [2], [True], source="page"))
-    assert oracle.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES) == 0
+    assert sheets.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES) == 0
     # an edited file is read again: only its changed rows are added
     (cycle / "answers.csv").write_text("sample_id,answer\n4,yes\n7,no\n9,yes\n")
-    assert oracle.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES) == 2
+    assert sheets.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES) == 2
     assert answers.read(store)["source"].tolist()[-1] == f"answers.csv {cycle}"
 
 
 def test_a_folder_named_answers_csv(tmp_path):
     cycle = sheet_dir(tmp_path)
     (cycle / "answers.csv").mkdir()
-    with pytest.raises(oracle.AnswersError) as info:
-        oracle.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES)
+    with pytest.raises(sheets.AnswersError) as info:
+        sheets.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES)
     assert "is a folder, not a file" in str(info.value) and "does not exist" not in str(info.value)
-    assert isinstance(info.value, oracle.AnswersError) and info.value.exit_code == 2
+    assert isinstance(info.value, sheets.AnswersError) and info.value.exit_code == 2
 
 
 def test_label_sheet_takes_class_names_or_indices(tmp_path):
@@ -124,10 +124,10 @@ def test_label_sheet_takes_class_names_or_indices(tmp_path):
     sheet = pd.read_csv(cycle / "questions.csv", keep_default_na=False)
     assert sheet["asked_class"].tolist() == [-1, -1, -1] and sheet["asked_class_name"].tolist() == ["", "", ""]
     (cycle / "answers.csv").write_text("sample_id,answer\n3,7\n5,yes\n8,2\n")
-    with pytest.raises(oracle.AnswersError, match=r"'yes' for sample_id 5 is not a class name or index \(0..9\)"):
-        oracle.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES)
+    with pytest.raises(sheets.AnswersError, match=r"'yes' for sample_id 5 is not a class name or index \(0..9\)"):
+        sheets.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES)
     (cycle / "answers.csv").write_text("sample_id,answer\n3,7\n5, 0 \n8,2\n")
-    assert oracle.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES) == 3
+    assert sheets.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES) == 3
     store = answers.read(tmp_path / STORE)
     assert store["label"].tolist() == [7, 0, 2] and store["answer"].isna().all()
 
@@ -137,9 +137,9 @@ def test_discarding_cycles_keeps_their_answers_or_stops(tmp_path):
     invalid one stops the discard before anything is deleted."""
     import torch
 
-    from pipeline.active import discard_from
-    from pipeline.config import parse_params
-    from pipeline.context import RunContext
+    from pipeline.loop.active import discard_from
+    from pipeline.core.config import parse_params
+    from pipeline.core.context import RunContext
 
     ctx = RunContext(params=parse_params({}), layout=Layout("digits", tmp_path), seed=0, device=torch.device("cpu"),
                      distributed=False, class_names=CLASSES, train_labels=np.zeros(50, np.int64),
@@ -147,7 +147,7 @@ def test_discarding_cycles_keeps_their_answers_or_stops(tmp_path):
     one, two = sheet_dir(tmp_path), sheet_dir(tmp_path, ids=(5, 6), asked=(0, 0), cycle=2)
     (one / "answers.csv").write_text("sample_id,answer\n4,yes\n7,no\n9,no\n")
     (two / "answers.csv").write_text("sample_id,answer\n5,yes\n")  # sample 6 has no row
-    with pytest.raises(oracle.AnswersError) as info:
+    with pytest.raises(sheets.AnswersError) as info:
         discard_from(ctx, "obcp", 1, why="params changed")
     assert "must be discarded (params changed)" in str(info.value) and "nothing was deleted" in str(info.value)
     assert one.is_dir() and two.is_dir()
@@ -280,7 +280,7 @@ def test_label_studio_bad_export_is_rejected_whole(tmp_path):
     store = tmp_path / STORE
     answers.append(store, one_bit([1], [0], [True]))
     before = store.read_bytes()
-    with pytest.raises(oracle.AnswersError) as info:
+    with pytest.raises(sheets.AnswersError) as info:
         labelstudio.import_export(FIXTURES / "export_bad.json", store, dataset="digits", num_samples=1437,
                                   class_names=CLASSES)
     msg = str(info.value)
@@ -292,5 +292,5 @@ def test_label_studio_bad_export_is_rejected_whole(tmp_path):
     assert store.read_bytes() == before
     not_json = tmp_path / "x.json"
     not_json.write_text("{oops")
-    with pytest.raises(oracle.AnswersError, match="cannot read .* as a Label Studio JSON export"):
+    with pytest.raises(sheets.AnswersError, match="cannot read .* as a Label Studio JSON export"):
         labelstudio.import_export(not_json, store, dataset="digits", num_samples=1437, class_names=CLASSES)

@@ -1,4 +1,4 @@
-"""`active@seed`: every arm of a seed in one stage (pipeline/arms.py, stages/active.py).
+"""`active@seed`: every arm of a seed in one stage (pipeline/loop/arms.py, stages/active.py).
 
 - Arms run in parallel forked workers on CPU; each arm's ledger is the same whatever the
   worker count (`--workers 2` vs `--workers 1`, where the arms share one process in turn).
@@ -23,7 +23,7 @@ import yaml
 
 from conftest import ROOT, project_from, run, torchrun
 from ddp.arms_run import digest
-from pipeline import ledger
+from pipeline.pool import ledger
 
 TWO_ARMS = {"arms": {"obcp": {"method": "obcp", "strategy": "obcp"},
                      "random": {"method": "obcp", "strategy": "random"}}}

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import ParamsError, load_params, parse_params, resolve_size
+from pipeline.core.config import ParamsError, load_params, parse_params, resolve_size
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.datasets import (
+from pipeline.data import (
     ArraySource,
     ConversionError,
     ConvertedDataMissingError,
@@ -27,8 +27,8 @@ from pipeline.datasets import (
     read_classes,
     read_index,
 )
-from pipeline.datasets.sources import SPLITS
-from pipeline.errors import ObcpError
+from pipeline.data.sources import SPLITS
+from pipeline.core.errors import ObcpError
 
 FILES = ("train.beton", "test.beton", "index.parquet", "classes.json")
 

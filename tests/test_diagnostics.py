@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.diagnostics import answer_entropy_bits, auroc, selection_quality, yes_rate
+from pipeline.selection.diagnostics import answer_entropy_bits, auroc, selection_quality, yes_rate
 
 TRUTH = np.array([0, 1, 2, 0, 1, 2])
 # asked class wrong for samples 1, 3, 5; sample 4 was never recorded by Eq. 7 (NaN)

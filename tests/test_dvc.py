@@ -98,7 +98,7 @@ def test_exp_run_query_times_reuses_cached_stages(tmp_path):
     assert "query_times-1 is done already" in again.stdout
     assert all(line.startswith(" M ") for line in git_status(project))  # reports/exps/ is git-ignored
     # the human answer store is an input of `active`, never an output: new answers rerun it
-    from pipeline import answers
+    from pipeline.oracle import answers
 
     answers.append(project / "reports/answers/digits.parquet", answers.rows([3], [1], answer=[True], source="t"))
     status = run(["dvc", "status", "active@0"], project).stdout

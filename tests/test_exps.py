@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import exps
+from pipeline.tools import exps
 from tests.conftest import run
 
 

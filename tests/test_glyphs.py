@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import DATASETS, load_params
-from pipeline.datasets import glyphs
-from pipeline.datasets.sources import known_sources
+from pipeline.core.config import DATASETS, load_params
+from pipeline.data import glyphs
+from pipeline.data.sources import known_sources
 
 PRESET = Path(__file__).resolve().parents[1] / "pipeline" / "presets" / "glyphs.yaml"
 

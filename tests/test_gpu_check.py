@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.gpu_check import run_gpu_check
+from pipeline.tools.gpu_check import run_gpu_check
 
 
 @pytest.mark.slow

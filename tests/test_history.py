@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.history import (
+from pipeline.method.history import (
     HistoryError,
     HistoryFileError,
     HistorySet,

@@ -1,4 +1,4 @@
-"""`python -m pipeline.launch NPROC MODULE ARGS…`: torchrun for several processes, a plain
+"""`python -m pipeline.core.launch NPROC MODULE ARGS…`: torchrun for several processes, a plain
 process for one; exit codes pass through. Under torchrun a rank's bad-input error reaches the
 user as the one `error:` paragraph a single process prints, with its exit code; a crash shows
 everything."""
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT, env, project_from
-from pipeline.launch import command
+from pipeline.core.launch import command
 
 
 def test_command_uses_torchrun_only_for_several_processes() -> None:
@@ -23,7 +23,7 @@ def test_command_uses_torchrun_only_for_several_processes() -> None:
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline.launch", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pipeline.core.launch", *args], capture_output=True, text=True,
                           timeout=120)
 
 
@@ -40,12 +40,12 @@ def test_one_process_runs_the_module_and_passes_its_exit_code(tmp_path) -> None:
 def test_bad_usage_exits_2() -> None:
     for args in ((), ("1",), ("0", "json.tool"), ("two", "json.tool")):
         res = run(*args)
-        assert res.returncode == 2 and "usage: python -m pipeline.launch" in res.stderr
+        assert res.returncode == 2 and "usage: python -m pipeline.core.launch" in res.stderr
 
 
 def launch(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     e = {**env(), "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
-    return subprocess.run([sys.executable, "-m", "pipeline.launch", *args], cwd=cwd, env=e, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "pipeline.core.launch", *args], cwd=cwd, env=e, capture_output=True,
                           text=True, timeout=300, stdin=subprocess.DEVNULL)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import ledger
+from pipeline.pool import ledger
 
 TRUTH = np.array([0, 1, 2, 0, 1, 2, 0, 1])
 

@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.datasets import ArraySource, LoaderConfigError, convert, make_loader
-from pipeline.datasets.augment import (
+from pipeline.data import ArraySource, LoaderConfigError, convert, make_loader
+from pipeline.data.augment import (
     AugmentConfig,
     ViewMaker,
     color_jitter,
@@ -20,10 +20,10 @@ from pipeline.datasets.augment import (
     hsv_to_rgb,
     rgb_to_hsv,
 )
-from pipeline.datasets.loaders import _PlannedEpochIterator
-from pipeline.datasets.seeding import epoch_permutation, sample_uniforms
-from pipeline.datasets.view_kernels import strong_params
-from pipeline.datasets.sharding import epoch_order, num_batches, shard_batches
+from pipeline.data.loaders import _PlannedEpochIterator
+from pipeline.data.seeding import epoch_permutation, sample_uniforms
+from pipeline.data.view_kernels import strong_params
+from pipeline.data.sharding import epoch_order, num_batches, shard_batches
 
 N_TRAIN = 75
 SIZE = (12, 12)
@@ -361,7 +361,7 @@ def test_abandoned_epoch_with_full_queue_stops_its_thread(data) -> None:
 
 
 def test_decoding_thread_failure_is_raised_not_hung(data, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline.datasets import LoaderRuntimeError
+    from pipeline.data import LoaderRuntimeError
 
     _, beton = data
     loader = loader_for(beton, views=["raw"], batch_size=7)
@@ -431,7 +431,7 @@ def test_bad_loader_arguments_are_rejected(data, kwargs, message) -> None:
 
 
 def test_variable_size_data_needs_image_size(tmp_path: Path) -> None:
-    from pipeline.datasets import ImageFolderSource
+    from pipeline.data import ImageFolderSource
     from PIL import Image
 
     for split, folder in (("train", "train"), ("test", "val")):

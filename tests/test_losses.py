@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.errors import ObcpError
-from pipeline.losses import (
+from pipeline.core.errors import ObcpError
+from pipeline.method.losses import (
     LossInputError,
     contrastive_labeled,
     contrastive_negative,

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import distributed as dist
-from pipeline.errors import ObcpError
-from pipeline.models import build_encoder
-from pipeline.moco import LabelBank, LabelBankError, MocoConfigError, ObCP
+from pipeline.core import distributed as dist
+from pipeline.core.errors import ObcpError
+from pipeline.method.models import build_encoder
+from pipeline.method.moco import LabelBank, LabelBankError, MocoConfigError, ObCP
 
 DIM = 4
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.errors import ObcpError
-from pipeline.models import ARCHITECTURES, EncoderConfigError, UnknownArchitectureError, build_encoder
+from pipeline.core.errors import ObcpError
+from pipeline.method.models import ARCHITECTURES, EncoderConfigError, UnknownArchitectureError, build_encoder
 
 FEATURE_DIMS = {"smallcnn": 2 * 8, "resnet18_cifar": 512, "resnet50": 2048, "vgg16": 4096}
 INPUT_SIZE = {"smallcnn": 8, "resnet18_cifar": 32, "resnet50": 32, "vgg16": 32}

@@ -12,12 +12,12 @@ import torch
 import yaml
 
 from conftest import ROOT, project_from
-from pipeline.active import Cycle, cycle_key, score_step
-from pipeline.config import ArmParams, ContrastiveParams, LossParams, OnebitParams, load_params
-from pipeline.context import open_run
-from pipeline.moco import LabelBank
-from pipeline.runs import fresh_state, stage1_meta
-from pipeline.train import Precision, load_checkpoint, predict, sigmoid_rampup, stage2_plan, step_loss
+from pipeline.loop.active import Cycle, cycle_key, score_step
+from pipeline.core.config import ArmParams, ContrastiveParams, LossParams, OnebitParams, load_params
+from pipeline.core.context import open_run
+from pipeline.method.moco import LabelBank
+from pipeline.loop.runs import fresh_state, stage1_meta
+from pipeline.loop.train import Precision, load_checkpoint, predict, sigmoid_rampup, stage2_plan, step_loss
 from test_views import tiny_batch, tiny_model, tiny_pool
 
 PRESETS = sorted((ROOT / "pipeline" / "presets").glob("*.yaml"))

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.errors import ObcpError
-from pipeline.oracle import (
+from pipeline.core.errors import ObcpError
+from pipeline.oracle.sheets import (
     AnswersError,
     AnswersMissing,
     OracleError,

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import ledger
-from pipeline import plots as P
-from pipeline import results as R
-from pipeline.config import ArmParams
+from pipeline.pool import ledger
+from pipeline.reporting import plots as P
+from pipeline.reporting import results as R
+from pipeline.core.config import ArmParams
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

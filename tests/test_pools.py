@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import pools
-from pipeline.errors import ObcpError
-from pipeline.oracle import simulated_answers
-from pipeline.selection import asked_classes
+from pipeline.pool import pools
+from pipeline.core.errors import ObcpError
+from pipeline.oracle.sheets import simulated_answers
+from pipeline.selection.strategies import asked_classes
 
 
 def _labels(n: int = 30, c: int = 3) -> np.ndarray:

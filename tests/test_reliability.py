@@ -4,7 +4,7 @@ Each case builds a tiny project (a copy: the session's converted digits and stag
 never mutated), takes a sha256 of every file under it (symlinked shared data included),
 applies ONE bad input, runs the entry point that reads it and asserts:
 
-- exit code 2 (an ``ObcpError`` turned into ``error: …`` by ``pipeline.errors.reported``);
+- exit code 2 (an ``ObcpError`` turned into ``error: …`` by ``pipeline.core.errors.reported``);
 - stderr is one paragraph (no blank line) that names the problem and the fix (key words);
 - no Python traceback;
 - every checksum is unchanged, except the bad input file itself.

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import ledger
-from pipeline import results as R
-from pipeline.config import ArmParams
+from pipeline.pool import ledger
+from pipeline.reporting import results as R
+from pipeline.core.config import ArmParams
 
 BITS = [166.1, 249.1, 332.1]
 PCT = [3.48, 5.2, 6.94]

@@ -38,7 +38,7 @@ import pytest
 import torch
 
 from conftest import env, make_project, project_from, run
-from pipeline import ledger
+from pipeline.pool import ledger
 
 ACTIVE = [sys.executable, "-m", "stages.active", "--arm", "obcp", "--seed", "0"]
 ARM = Path("data/runs/seed0/arms/obcp")
@@ -47,7 +47,7 @@ STEP = ["--cycle", "1", "--arm", "obcp", "--seed", "0"]
 
 # usage: python -c DRIVER KILL_AT MODULE [ARGS ...] [-- MODULE ARGS ...]
 # KILL_AT: `replace:<file name>:<n>` kills at the n-th rename onto a file of that name
-# (pipeline.io's atomic writes end with os.replace), `sgd:<n>` before the n-th SGD step.
+# (pipeline.core.io's atomic writes end with os.replace), `sgd:<n>` before the n-th SGD step.
 # Each `--`-separated command runs in turn in this one process (`pipeline.cli` commands via
 # the typer app, anything else as `python -m MODULE`).
 DRIVER = r"""

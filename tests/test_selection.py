@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.history import PredictionHistory
-from pipeline.selection import (
+from pipeline.method.history import PredictionHistory
+from pipeline.selection.strategies import (
     STRATEGIES,
     SelectionError,
     asked_classes,

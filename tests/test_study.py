@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from conftest import ROOT, TINY_PARAMS, make_project, merge, run
 from pipeline.cli import app
-from pipeline import project
-from pipeline.study import cells, report, rule, spec as study_spec, table
+from pipeline.core import project
+from pipeline.tools.study import cells, report, rule, spec as study_spec, table
 
 RULE_TEXT = "The variant with the best mean final top-1 of `obcp`,\naveraged over datasets; ties → the first listed."
 
@@ -118,7 +118,7 @@ def test_a_cell_with_the_settings_of_an_earlier_one_reuses_it(tmp_path, monkeypa
 
 def test_shared_inputs_are_the_deps_no_stage_writes(tmp_path):
     (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
-        "a": {"cmd": "x", "deps": ["stages/a.py", "pipeline/io.py", "reports/answers", "extra/table.csv"],
+        "a": {"cmd": "x", "deps": ["stages/a.py", "pipeline/core/io.py", "reports/answers", "extra/table.csv"],
               "outs": ["data/${dataset.name}"]},
         "b": {"foreach": "${seeds}", "do": {"cmd": "y", "deps": ["data/${dataset.name}/i.parquet", "data/digits/x"],
                                            "metrics": [{"reports/metrics/seed${item}": {"cache": False}}]}},

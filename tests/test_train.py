@@ -12,16 +12,16 @@ import torch
 import yaml
 
 from conftest import ROOT, merge, torchrun
-from pipeline import train as train_module
-from pipeline.context import open_run
-from pipeline.history import PredictionHistory
-from pipeline.pretrain import run_stage1
-from pipeline.runs import fresh_state, stage1_meta
-from pipeline.pools import read_pool
-from pipeline.runs import loop_config
-from pipeline.train import (CheckpointError, LossPlan, learning_rate, load_checkpoint, loop_precision, pool_view,
+from pipeline.loop import train as train_module
+from pipeline.core.context import open_run
+from pipeline.method.history import PredictionHistory
+from pipeline.loop.pretrain import run_stage1
+from pipeline.loop.runs import fresh_state, stage1_meta
+from pipeline.pool.pools import read_pool
+from pipeline.loop.runs import loop_config
+from pipeline.loop.train import (CheckpointError, LossPlan, learning_rate, load_checkpoint, loop_precision, pool_view,
                             stage1_plan, stage2_plan, train_epochs)
-from pipeline.config import ArmParams, LossParams
+from pipeline.core.config import ArmParams, LossParams
 
 
 def with_params(project: Path, dest: Path, overrides: dict) -> Path:

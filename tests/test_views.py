@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from conftest import ROOT, torchrun
-from pipeline import losses
-from pipeline.config import ArmParams, ContrastiveParams, LossParams
-from pipeline.context import open_run
-from pipeline.history import PredictionHistory
-from pipeline.models import build_encoder
-from pipeline.moco import LabelBank, ObCP
-from pipeline.pools import read_pool
-from pipeline.runs import fresh_state, loop_config
-from pipeline.train import (LossPlan, PoolView, Precision, StepBatch, loop_views, pool_view, predict, record_pass,
+from pipeline.method import losses
+from pipeline.core.config import ArmParams, ContrastiveParams, LossParams
+from pipeline.core.context import open_run
+from pipeline.method.history import PredictionHistory
+from pipeline.method.models import build_encoder
+from pipeline.method.moco import LabelBank, ObCP
+from pipeline.pool.pools import read_pool
+from pipeline.loop.runs import fresh_state, loop_config
+from pipeline.loop.train import (LossPlan, PoolView, Precision, StepBatch, loop_views, pool_view, predict, record_pass,
                             stage1_plan, stage2_plan, step_loss, train_epochs)
 
 

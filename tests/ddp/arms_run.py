@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline import active
-from pipeline import distributed as dist
+from pipeline.loop import active
+from pipeline.core import distributed as dist
 
 
 def digest(state: dict[str, torch.Tensor]) -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline import distributed as dist
-from pipeline.context import open_run
-from pipeline.pretrain import run_stage1
+from pipeline.core import distributed as dist
+from pipeline.core.context import open_run
+from pipeline.loop.pretrain import run_stage1
 
 
 def main(project: Path, out: Path) -> None:

@@ -1,4 +1,4 @@
-"""A rank that fails: `python -m pipeline.launch 2 ddp.fail_rank RANK KIND CODE` (tests/ on PYTHONPATH).
+"""A rank that fails: `python -m pipeline.core.launch 2 ddp.fail_rank RANK KIND CODE` (tests/ on PYTHONPATH).
 
 Rank RANK stops inside `errors.reported()`: KIND `obcp` raises an ObcpError whose exit code is
 CODE (bad input), KIND `bug` a RuntimeError (a crash). Every other rank prints a line and exits 0.
@@ -6,7 +6,7 @@ CODE (bad input), KIND `bug` a RuntimeError (a crash). Every other rank prints a
 import os
 import sys
 
-from pipeline.errors import ObcpError, reported
+from pipeline.core.errors import ObcpError, reported
 
 
 class TestError(ObcpError):

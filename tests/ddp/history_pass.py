@@ -8,12 +8,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from pipeline import distributed as dist
-from pipeline.context import open_run
-from pipeline.history import PredictionHistory
-from pipeline.pools import read_pool
-from pipeline.runs import fresh_state, loop_config
-from pipeline.train import pool_view, record_pass
+from pipeline.core import distributed as dist
+from pipeline.core.context import open_run
+from pipeline.method.history import PredictionHistory
+from pipeline.pool.pools import read_pool
+from pipeline.loop.runs import fresh_state, loop_config
+from pipeline.loop.train import pool_view, record_pass
 
 
 def main(project: Path, out: Path) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipeline.datasets import make_loader
+from pipeline.data import make_loader
 
 
 def main(beton: Path, out_dir: Path, batch_size: int, epochs: int) -> None:
@@ -45,7 +45,7 @@ def main(beton: Path, out_dir: Path, batch_size: int, epochs: int) -> None:
 
 
 def subset(beton: Path) -> np.ndarray:
-    from pipeline.datasets import check_beton
+    from pipeline.data import check_beton
 
     return np.arange(1, check_beton(beton).num_samples, 2)
 

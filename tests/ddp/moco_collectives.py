@@ -1,4 +1,4 @@
-"""Run under torchrun (CPU, gloo): collectives of ``pipeline.distributed`` and the ObCP state.
+"""Run under torchrun (CPU, gloo): collectives of ``pipeline.core.distributed`` and the ObCP state.
 
 Usage: ``torchrun --nproc_per_node 2 tests/ddp/moco_collectives.py OUT_DIR``.
 Each rank feeds rank-dependent, uneven batches (some empty) to ``all_gather_varlen``,
@@ -14,10 +14,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pipeline import distributed as dist
-from pipeline.io import save_torch
-from pipeline.models import build_encoder
-from pipeline.moco import LabelBank, ObCP
+from pipeline.core import distributed as dist
+from pipeline.core.io import save_torch
+from pipeline.method.models import build_encoder
+from pipeline.method.moco import LabelBank, ObCP
 
 # Per rank: rows given to all_gather_varlen, keys given to enqueue, ids given to bank.update.
 GATHER_SIZES = {0: [3, 0, 2], 1: [0, 0, 5]}

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline import distributed as dist
-from pipeline.context import open_run
-from pipeline.pools import read_pool
-from pipeline.pretrain import run_stage1
+from pipeline.core import distributed as dist
+from pipeline.core.context import open_run
+from pipeline.pool.pools import read_pool
+from pipeline.loop.pretrain import run_stage1
 
 
 def main(project: Path, out: Path) -> None:
@@ -25,7 +25,7 @@ def main(project: Path, out: Path) -> None:
     }
     if dist.is_main():
         import pandas as pd
-        from pipeline.history import PredictionHistory
+        from pipeline.method.history import PredictionHistory
 
         history = PredictionHistory.load(out / "stage1" / "history.npz")
         result["count_p"] = history.count_p

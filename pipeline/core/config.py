@@ -1,0 +1,371 @@
+"""params.yaml → typed, frozen, validated configuration.
+
+`load_params(path)` reads the file once and returns a `Params`; every stage receives
+the part it needs as an argument. Validation collects *every* problem with its key
+path (`train.lr: expected a number, got 'fast'`) and raises one `ParamsError`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from pipeline.core.errors import ObcpError
+
+DATASETS = ("digits", "glyphs", "cifar10", "cifar100", "imagefolder")
+ARCHS = ("smallcnn", "resnet18_cifar", "resnet50", "vgg16")
+STRATEGIES = ("obcp", "random", "max", "diff2", "entropy")
+METHODS = ("obcp", "onebit", "fullbit")
+ORACLES = ("simulated", "human")
+WINDOWS = ("since_query", "across_queries")  # Eq. 7 window rules (pipeline/method/history.py)
+BACKENDS = ("auto", "gloo", "nccl")
+VIEW_BACKENDS = ("auto", "numba", "torch")
+HISTORY_VIEWS = ("strong", "weak", "clean")  # the forward pass whose softmax feeds Eq. 7's history
+SUP_VIEWS = ("strong", "weak")  # the view of the classification terms (L_sup, L_neg, the one-bit student)
+
+
+class ParamsError(ObcpError):
+    """params.yaml has one or more problems; the message lists each with its key path."""
+
+    def __init__(self, problems: list[str], source: str = "params.yaml"):
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(
+            f"{source} is invalid ({len(problems)} problem{'s' * (len(problems) > 1)}):\n{lines}\n"
+            "Fix these keys (see the comments in params.yaml for allowed values) and run again."
+        )
+
+
+@dataclass(frozen=True)
+class DatasetParams:
+    name: str = "digits"
+    root: str = "data/raw"  # raw downloads (cifar*) or the train/ + val/ folder (imagefolder)
+    download: bool = False  # cifar*: fetch into `root` when missing
+    jpeg_quality: int = 90  # large images are stored as JPEG with this quality
+    hflip: bool = False  # horizontal flips in augmentation (off for digits)
+
+
+@dataclass(frozen=True)
+class BudgetParams:
+    initial: Union[int, float] = 100  # |I^S|: a count, or a fraction of the train set (float ≤ 1)
+    class_balanced: bool = True
+    one_bit: Union[int, float] = 400  # |T^O| over all cycles: a count, or a fraction of the train set
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    arch: str = "smallcnn"
+    width: int = 32
+    proj_dim: int = 128
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    stage1_epochs: int = 20
+    stage2_epochs: int = 20  # split evenly over the query cycles
+    batch_size: int = 64  # labeled batch B_l
+    unlabeled_ratio: int = 1  # μ: unlabeled batch B_u = μ·B_l
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    num_workers: int = 1
+    cpu_threads: int = 1  # torch intra-op threads per process on CPU; fixed, so results do not depend on the machine
+    amp: bool = True  # mixed precision on GPU: float16 autocast + GradScaler
+    view_backend: str = "auto"  # who makes the loop's views: auto (numba on CPU, torch on GPU) | numba | torch
+    cpu_amp: bool = False  # on CPU: bfloat16 autocast + GradScaler, the GPU's AMP path (for tests)
+    sup_view: str = "strong"  # the view of L_sup and L_neg: strong (MoCo) | weak (shift + flip)
+
+
+@dataclass(frozen=True)
+class ContrastiveParams:
+    queue_size: int = 256  # K
+    temperature: float = 0.2  # τ
+    momentum: float = 0.999  # EMA of the key encoder
+    hard_negatives: int = 128  # N < K: queue entries replaced by denied-class bank keys
+
+
+@dataclass(frozen=True)
+class LossParams:
+    lambda_ctr: float = 0.1
+    lambda_neg: float = 0.1
+
+
+@dataclass(frozen=True)
+class SelectionParams:
+    m: int = 30  # epochs averaged into p̃ (Eq. 7)
+    t: int = 5  # most recent epochs whose log q enter Eq. 7
+    window: str = "since_query"  # since_query: windows stop at the previous query | across_queries: they reach back
+    history_view: str = "strong"  # strong: in-loop view 1 | weak, clean: eval pass at the end of each window epoch
+
+
+@dataclass(frozen=True)
+class OnebitParams:
+    """The one-bit baseline's Mean-Teacher settings (Hu et al. 2020), in our loss's normalisation."""
+
+    consistency: float = 10.0  # λ_cons of mean_B Σ_c (p_s − p_t)² (theirs: --consistency 1000 / C = 100)
+    rampup_epochs: int = 5  # sigmoid ramp-up of λ_cons over the first stage-2 epochs (0: none)
+    ema_decay: float = 0.97  # EMA decay of the teacher (our key encoder) in stage 2
+
+
+@dataclass(frozen=True)
+class OracleParams:
+    kind: str = "simulated"
+
+
+@dataclass(frozen=True)
+class DdpParams:
+    nproc: int = 1
+    backend: str = "auto"
+
+
+@dataclass(frozen=True)
+class ArmParams:
+    """One compared method. The four switches are paper Table 4's ablations."""
+
+    method: str = "obcp"
+    strategy: str = "obcp"
+    yes_in_sup: bool = True
+    yes_in_ctr: bool = True
+    neg_ctr: bool = True
+    neg_loss: bool = True
+
+
+@dataclass(frozen=True)
+class Params:
+    query_times: int = 4
+    dataset: DatasetParams = field(default_factory=DatasetParams)
+    budget: BudgetParams = field(default_factory=BudgetParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    contrastive: ContrastiveParams = field(default_factory=ContrastiveParams)
+    loss: LossParams = field(default_factory=LossParams)
+    selection: SelectionParams = field(default_factory=SelectionParams)
+    onebit: OnebitParams = field(default_factory=OnebitParams)
+    oracle: OracleParams = field(default_factory=OracleParams)
+    ddp: DdpParams = field(default_factory=DdpParams)
+    seeds: tuple[int, ...] = (0,)
+    arms: dict[str, ArmParams] = field(default_factory=lambda: {"obcp": ArmParams()})
+
+    def arm(self, name: str) -> ArmParams:
+        if name not in self.arms:
+            raise ParamsError([f"arms: no arm named {name!r} (known: {', '.join(self.arms)})"])
+        return self.arms[name]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    if tp is bool:
+        return "true/false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    return "an integer or a number"
+
+
+def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
+    """Check `value` against a scalar annotation; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }[tp](value)
+    if not ok:
+        problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    return float(value) if tp is float else value
+
+
+def _build(cls: type, raw: Any, path: str, problems: list[str]) -> Any:
+    """Build dataclass `cls` from a mapping, recording problems instead of raising."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        problems.append(f"{path}: expected a mapping of keys, got {raw!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in names:
+            problems.append(f"{path + '.' if path else ''}{key}: unknown key (known: {', '.join(sorted(names))})")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        sub = f"{path}.{f.name}" if path else f.name
+        tp, value = hints[f.name], raw[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = _build(tp, value, sub, problems)
+        elif f.name == "seeds":
+            if not isinstance(value, list) or not value:
+                problems.append(f"{sub}: expected a non-empty list of integers, got {value!r}")
+            else:
+                kwargs[f.name] = tuple(_coerce(v, int, f"{sub}[{i}]", problems) for i, v in enumerate(value))
+        elif f.name == "arms":
+            if not isinstance(value, dict) or not value:
+                problems.append(f"{sub}: expected a non-empty mapping of arm name → settings, got {value!r}")
+            else:
+                kwargs[f.name] = {str(k): _build(ArmParams, v, f"{sub}.{k}", problems) for k, v in value.items()}
+        else:
+            kwargs[f.name] = _coerce(value, tp, sub, problems)
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return cls()
+
+
+def _check_choice(value: str, choices: tuple[str, ...], path: str, problems: list[str]) -> None:
+    if isinstance(value, str) and value not in choices:
+        problems.append(f"{path}: unknown value {value!r} (choose one of: {', '.join(choices)})")
+
+
+def _check_size(value: Any, path: str, problems: list[str], pool: int | None) -> None:
+    """A budget is a positive integer count, or a float fraction in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return  # already reported as a type problem
+    if isinstance(value, float):
+        if not 0 < value <= 1:
+            problems.append(f"{path}: a fraction must lie in (0, 1] (write a count as an integer), got {value}")
+    elif value < 1:
+        problems.append(f"{path}: a count must be ≥ 1, got {value}")
+    elif pool is not None and value > pool:
+        problems.append(f"{path}: {value} is larger than the train pool ({pool} samples)")
+
+
+def resolve_size(value: int | float, pool: int) -> int:
+    """A budget count, or a fraction of `pool` rounded to the nearest sample (≥ 1)."""
+    if isinstance(value, float):
+        return max(1, int(round(value * pool)))
+    return int(value)
+
+
+def _validate(p: Params, problems: list[str], pool: int | None) -> None:
+    pos_int = {
+        "query_times": p.query_times,
+        "model.width": p.model.width,
+        "model.proj_dim": p.model.proj_dim,
+        "train.stage1_epochs": p.train.stage1_epochs,
+        "train.stage2_epochs": p.train.stage2_epochs,
+        "train.batch_size": p.train.batch_size,
+        "train.unlabeled_ratio": p.train.unlabeled_ratio,
+        "train.num_workers": p.train.num_workers,
+        "train.cpu_threads": p.train.cpu_threads,
+        "contrastive.queue_size": p.contrastive.queue_size,
+        "selection.m": p.selection.m,
+        "selection.t": p.selection.t,
+        "ddp.nproc": p.ddp.nproc,
+    }
+    for path, v in pos_int.items():
+        if isinstance(v, int) and not isinstance(v, bool) and v < 1:
+            problems.append(f"{path}: must be ≥ 1, got {v}")
+    for path, v in {
+        "train.lr": p.train.lr,
+        "contrastive.temperature": p.contrastive.temperature,
+    }.items():
+        if isinstance(v, float) and not (v > 0 and math.isfinite(v)):
+            problems.append(f"{path}: must be > 0, got {v}")
+    for path, v in {
+        "train.weight_decay": p.train.weight_decay,
+        "loss.lambda_ctr": p.loss.lambda_ctr,
+        "loss.lambda_neg": p.loss.lambda_neg,
+        "contrastive.hard_negatives": p.contrastive.hard_negatives,
+        "onebit.consistency": p.onebit.consistency,
+        "onebit.rampup_epochs": p.onebit.rampup_epochs,
+    }.items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
+            problems.append(f"{path}: must be ≥ 0, got {v}")
+    for path, v in {"train.momentum": p.train.momentum, "contrastive.momentum": p.contrastive.momentum,
+                    "onebit.ema_decay": p.onebit.ema_decay}.items():
+        if isinstance(v, float) and not 0 <= v < 1:
+            problems.append(f"{path}: must lie in [0, 1), got {v}")
+    if isinstance(p.dataset.jpeg_quality, int) and not 1 <= p.dataset.jpeg_quality <= 100:
+        problems.append(f"dataset.jpeg_quality: must lie in [1, 100], got {p.dataset.jpeg_quality}")
+    k, n = p.contrastive.queue_size, p.contrastive.hard_negatives
+    if isinstance(k, int) and isinstance(n, int) and k >= 1 and n >= k:
+        problems.append(f"contrastive.hard_negatives: N must be < K (queue_size={k}), got {n}")
+    m, t = p.selection.m, p.selection.t
+    if isinstance(m, int) and isinstance(t, int) and t > m:
+        problems.append(f"selection.t: t ({t}) must be ≤ m ({m})")
+    _check_choice(p.dataset.name, DATASETS, "dataset.name", problems)
+    _check_choice(p.model.arch, ARCHS, "model.arch", problems)
+    _check_choice(p.oracle.kind, ORACLES, "oracle.kind", problems)
+    _check_choice(p.selection.window, WINDOWS, "selection.window", problems)
+    _check_choice(p.ddp.backend, BACKENDS, "ddp.backend", problems)
+    _check_choice(p.train.view_backend, VIEW_BACKENDS, "train.view_backend", problems)
+    _check_choice(p.selection.history_view, HISTORY_VIEWS, "selection.history_view", problems)
+    _check_choice(p.train.sup_view, SUP_VIEWS, "train.sup_view", problems)
+    for name, arm in p.arms.items():
+        _check_choice(arm.method, METHODS, f"arms.{name}.method", problems)
+        _check_choice(arm.strategy, STRATEGIES, f"arms.{name}.strategy", problems)
+    if len(set(p.seeds)) != len(p.seeds):
+        problems.append(f"seeds: duplicates in {list(p.seeds)}")
+    _check_size(p.budget.initial, "budget.initial", problems, pool)
+    _check_size(p.budget.one_bit, "budget.one_bit", problems, None)
+    if pool is not None and not problems:  # derived checks need every value well-typed
+        initial = resolve_size(p.budget.initial, pool)
+        one_bit = resolve_size(p.budget.one_bit, pool)
+        if initial >= pool:
+            problems.append(f"budget.initial: {initial} leaves no unlabeled samples in a pool of {pool}")
+        per_cycle = -(-one_bit // p.query_times)  # the first cycles take the remainder
+        if per_cycle > pool - initial:
+            problems.append(
+                f"budget.one_bit: {per_cycle} questions in one cycle exceed the {pool - initial} unlabeled "
+                "samples (a sample is asked at most once per cycle); lower it or raise query_times"
+            )
+        if one_bit < p.query_times:
+            problems.append(
+                f"budget.one_bit: {one_bit} questions cannot be split over query_times={p.query_times} cycles"
+            )
+
+
+def parse_params(raw: Any, *, pool_size: int | None = None, source: str = "params.yaml") -> Params:
+    """Validate a params mapping into `Params`; raise `ParamsError` listing every problem.
+
+    `pool_size` (the number of train samples) enables the budget-vs-pool checks.
+    """
+    problems: list[str] = []
+    params = _build(Params, raw, "", problems)
+    _validate(params, problems, pool_size)
+    if problems:
+        raise ParamsError(problems, source)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = None) -> Params:
+    """Read and validate params.yaml (see `parse_params`)."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError([f"{path}: file not found (run from the project root, or pass --params)"], str(path))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ParamsError([f"not valid YAML: {exc}"], str(path)) from None
+    return parse_params(raw, pool_size=pool_size, source=str(path))
+
+
+def as_dict(obj: Any) -> Any:
+    """Params (or a part) → plain JSON-able dict, for manifests and hashes."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: as_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: as_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [as_dict(v) for v in obj]
+    return obj
+

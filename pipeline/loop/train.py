@@ -1,0 +1,739 @@
+"""The one training loop used by every training stage (stage 1 and each cycle's retrain).
+
+Per step: a labeled batch from a cycling loader and an unlabeled batch (one pass over
+the unlabeled pool is an epoch), both with two augmented views (a `StepBatch`). The query
+encoder sees view 1, the key encoder view 2. Which loss terms are on is a `LossPlan`, and
+`step_loss` is the one place that turns a plan into terms; `train_epochs` is the plain
+loop around it (learning rate, loss, backward, step, queue and bank, history, logging).
+The learning rate is a cosine over the whole run (stage 1 + stage 2 epochs), a pure
+function of the (fractional) epoch, so a checkpoint needs no scheduler object.
+
+Under DDP every rank runs the same number of steps: the step count is the maximum over
+ranks, and a rank whose unlabeled shard is exhausted contributes an empty unlabeled
+batch (every loss term is defined on empty input), so collectives never mismatch.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from pipeline.core import distributed as dist
+from pipeline.method import losses
+from pipeline.core.config import ArmParams, ContrastiveParams, LossParams, OnebitParams, TrainParams
+from pipeline.data.loaders import Batch, ViewLoader, make_loader
+from pipeline.core.errors import ObcpError
+from pipeline.method.history import Recorder
+from pipeline.method.moco import LabelBank, ObCP
+from pipeline.method.models import build_encoder
+
+
+_RECORD_ROWS = 4096  # softmax rows kept on the device between history records (memory O(rows·C))
+
+
+class CheckpointError(ObcpError):
+    """A checkpoint is missing, truncated, or was written for another run."""
+
+
+# --------------------------------------------------------------------------- what to train on
+
+
+@dataclass(frozen=True)
+class LossPlan:
+    """The loss terms that are on and their weights.
+
+    Stage 1: L_sup + λ_ctr·L_c.u. Stage 2 (ObCP): + λ_ctr·(L_c.l + L_c.n) + λ_neg·L_neg,
+    with paper Table 4's switches. The one-bit baseline replaces the contrastive and
+    negative terms by a consistency loss whose teacher ignores denied classes (Mean Teacher:
+    λ_cons ramped up over `cons_rampup` epochs from epoch `cons_start`, the teacher an EMA
+    with decay `teacher_decay`; None keeps `contrastive.momentum`).
+    """
+
+    lambda_ctr: float
+    lambda_neg: float = 0.0
+    contrastive_unlabeled: bool = True
+    contrastive_labeled: bool = False
+    contrastive_negative: bool = False
+    negative_loss: bool = False
+    denied_consistency: bool = False
+    lambda_cons: float = 1.0
+    cons_rampup: int = 0
+    cons_start: int = 0
+    teacher_decay: float | None = None
+
+    @property
+    def needs_bank(self) -> bool:
+        return self.contrastive_labeled or self.contrastive_negative
+
+    @property
+    def uses_projection(self) -> bool:
+        """Whether a term reads the query projection q (else the projector gets no gradient)."""
+        return self.contrastive_unlabeled or self.contrastive_labeled or self.contrastive_negative
+
+    def weight(self, term: str) -> float:
+        """The factor of a loss term (a key of `StepLoss.terms`) in the total."""
+        return {"sup": 1.0, "c_u": self.lambda_ctr, "c_l": self.lambda_ctr, "c_n": self.lambda_ctr,
+                "neg": self.lambda_neg, "cons": self.lambda_cons}[term]
+
+    def at_epoch(self, epoch: int) -> LossPlan:
+        """The plan of one epoch: λ_cons times the sigmoid ramp-up at `epoch` (weights fixed)."""
+        if not self.cons_rampup:
+            return self
+        ramp = sigmoid_rampup(epoch - self.cons_start, self.cons_rampup)
+        return dataclasses.replace(self, lambda_cons=self.lambda_cons * ramp, cons_rampup=0)
+
+
+def stage1_plan(loss: LossParams) -> LossPlan:
+    return LossPlan(lambda_ctr=loss.lambda_ctr)
+
+
+def stage2_plan(arm: ArmParams, loss: LossParams, onebit: OnebitParams = OnebitParams(),
+                start_epoch: int = 0) -> LossPlan:
+    """The loss of an arm's stage 2, which starts at (global) epoch `start_epoch`."""
+    if arm.method == "onebit":  # Hu et al. 2020: Mean Teacher, the teacher blind to denied classes
+        return LossPlan(lambda_ctr=0.0, contrastive_unlabeled=False, denied_consistency=True,
+                        lambda_cons=onebit.consistency, cons_rampup=onebit.rampup_epochs, cons_start=start_epoch,
+                        teacher_decay=onebit.ema_decay)
+    negatives = arm.method == "obcp"  # `fullbit` has full labels only, never a denied class
+    return LossPlan(
+        lambda_ctr=loss.lambda_ctr,
+        lambda_neg=loss.lambda_neg,
+        contrastive_labeled=True,
+        contrastive_negative=negatives and arm.neg_ctr,
+        negative_loss=negatives and arm.neg_loss,
+    )
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """A pool state as the loop needs it (N train samples, C classes).
+
+    labeled_ids: ids the labeled loader draws (in L_sup and/or the label bank).
+    unlabeled_ids: ids of the unlabeled pool (one pass = one epoch).
+    labels [N] int64 (−1 unknown); in_sup [N] bool (counted in L_sup); in_bank [N] bool
+    (in L_c.l and the label bank); denied [N, C] bool (classes answered *no*).
+    """
+
+    labeled_ids: np.ndarray
+    unlabeled_ids: np.ndarray
+    labels: torch.Tensor
+    in_sup: torch.Tensor
+    in_bank: torch.Tensor
+    denied: torch.Tensor
+
+    def to(self, device: torch.device) -> PoolView:
+        """The same view with its tensors on `device` (the id arrays stay numpy)."""
+        return dataclasses.replace(self, labels=self.labels.to(device), in_sup=self.in_sup.to(device),
+                                   in_bank=self.in_bank.to(device), denied=self.denied.to(device))
+
+
+def pool_view(pool: pd.DataFrame, num_classes: int, arm: ArmParams | None = None) -> PoolView:
+    """Derive the loop's view of a pool; `arm` switches decide where *yes* samples go."""
+    pool = pool.sort_values("sample_id")
+    n = len(pool)
+    status = pool["status"].to_numpy()
+    labels = torch.tensor(pool["label"].to_numpy(dtype=np.int64))
+    known = status != "unlabeled"
+    yes = status == "yes"
+    yes_sup = arm.yes_in_sup if arm else True
+    yes_ctr = arm.yes_in_ctr if arm else True
+    in_sup = known & (~yes | yes_sup)
+    in_bank = known & (~yes | yes_ctr)
+    denied = torch.zeros(n, num_classes, dtype=torch.bool)
+    for sid, negs in zip(pool["sample_id"].to_numpy(), pool["negatives"]):
+        if len(negs):
+            denied[int(sid), list(negs)] = True
+    ids = pool["sample_id"].to_numpy(dtype=np.int64)
+    return PoolView(
+        labeled_ids=ids[in_sup | in_bank],
+        unlabeled_ids=ids[~known],
+        labels=labels,
+        in_sup=torch.as_tensor(in_sup),
+        in_bank=torch.as_tensor(in_bank),
+        denied=denied,
+    )
+
+
+# --------------------------------------------------------------------------- state
+
+
+@dataclass
+class TrainState:
+    """Everything that must survive a stop: model (+ key encoder, queue), label bank,
+    optimizer, the next epoch to run, and metadata checked on load."""
+
+    model: ObCP
+    bank: LabelBank
+    optimizer: torch.optim.Optimizer
+    epoch: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "bank": self.bank.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "epoch": self.epoch,
+            "meta": self.meta,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.bank.load_state_dict(ckpt["bank"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.epoch = int(ckpt["epoch"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        np.random.set_state(ckpt["rng"]["numpy"])
+
+
+def build_state(
+    *,
+    arch: str,
+    width: int,
+    proj_dim: int,
+    num_classes: int,
+    num_samples: int,
+    contrastive: ContrastiveParams,
+    train: TrainParams,
+    seed: int,
+    meta: dict[str, Any],
+    device: torch.device,
+) -> TrainState:
+    """Fresh model, key encoder, queue, empty label bank and SGD optimizer, seeded."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # its state is saved in checkpoints: it must not depend on the process
+    encoder = build_encoder(arch, num_classes, width=width, proj_dim=proj_dim)
+    model = ObCP(encoder, queue_size=contrastive.queue_size, momentum=contrastive.momentum).to(device)
+    bank = LabelBank(num_samples, proj_dim).to(device)
+    optimizer = torch.optim.SGD(
+        model.encoder_q.parameters(), lr=train.lr, momentum=train.momentum, weight_decay=train.weight_decay,
+        foreach=True,  # one fused update for all tensors (the default on GPUs only); same numbers
+    )
+    return TrainState(model=model, bank=bank, optimizer=optimizer, epoch=0, meta=meta)
+
+
+def load_checkpoint(path: Path, state: TrainState, *, expect: dict[str, Any]) -> None:
+    """Load `path` into `state`, refusing a checkpoint whose metadata differs from `expect`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist. Run the stage that writes it (`dvc repro`).")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # truncated zip, pickle garbage, ...
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); it is truncated or corrupt. "
+            "Delete it and rerun the stage that writes it (`dvc repro --force <stage>`)."
+        ) from None
+    if not isinstance(ckpt, dict) or "meta" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{path} is not an obcp checkpoint (no model/meta). Rerun the stage that writes it.")
+    mismatch = {k: (ckpt["meta"].get(k), v) for k, v in expect.items() if ckpt["meta"].get(k) != v}
+    if mismatch:
+        detail = ", ".join(f"{k}: checkpoint has {a!r}, expected {b!r}" for k, (a, b) in mismatch.items())
+        raise CheckpointError(
+            f"checkpoint {path} belongs to another run ({detail}). Point the stage at the right "
+            "checkpoint, or rerun the stages upstream (`dvc repro`)."
+        )
+    try:
+        state.load_state_dict(ckpt)
+    except (RuntimeError, KeyError, ValueError) as exc:  # shape or key mismatch with the model built from params
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = (lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__).rstrip(".")
+        raise CheckpointError(
+            f"checkpoint {path} does not fit the model built from params.yaml ({first}). It was written with "
+            "other model settings (model.arch, model.width, model.proj_dim or contrastive.queue_size). Restore "
+            "the params it was trained with, or rerun the stages upstream (`dvc repro`)."
+        ) from None
+    state.meta = {**ckpt["meta"], **state.meta}
+
+
+# --------------------------------------------------------------------------- loop inputs
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Explicit inputs of `train_epochs` besides the state."""
+
+    beton: Path
+    train: TrainParams
+    contrastive: ContrastiveParams
+    total_epochs: int  # stage 1 + stage 2, for the cosine schedule
+    seed: int
+    hflip: bool
+    device: torch.device
+    distributed: bool = False
+    history_view: str = "strong"  # selection.history_view: which forward pass feeds the history
+
+
+def echo(line: str) -> None:
+    """Print one log line now (stage output goes to a pipe under DVC)."""
+    print(line, flush=True)
+
+
+def learning_rate(base: float, epoch: float, total_epochs: int) -> float:
+    """Cosine decay from `base` to 0 over `total_epochs` (epoch may be fractional)."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, total_epochs) / total_epochs))
+
+
+def sigmoid_rampup(epoch: float, length: int) -> float:
+    """Laine & Aila's ramp-up, as Mean Teacher (and Hu et al.) weight the consistency:
+    exp(−5·(1 − e/length)²) for e in [0, length], 1 after (and when length is 0)."""
+    if length <= 0:
+        return 1.0
+    phase = 1.0 - min(max(float(epoch), 0.0), float(length)) / length
+    return math.exp(-5.0 * phase * phase)
+
+
+def loop_views(plan: LossPlan, sup_view: str) -> tuple[list[str], list[str]]:
+    """The view kinds of each (labeled, unlabeled) sample: view 1 feeds the query encoder,
+    view 2 the key encoder; a third view, where there is one, is the classification view.
+
+    The classification terms (L_sup, L_neg) see `sup_view` (`train.sup_view`). Where the
+    contrastive terms need view 1 to be the strong MoCo view (L_c.l for labeled samples,
+    L_c.u / L_c.n for unlabeled ones) and `sup_view` is weak, a third view is added. The
+    one-bit baseline (Mean Teacher) has no contrastive term: its student and its teacher (the
+    key encoder) see weak views (two draws), as Hu et al.'s code trains them.
+    """
+    if plan.denied_consistency:  # Hu et al.'s views whatever sup_view says: their method, not a knob
+        return ["weak", "weak"], ["weak", "weak"]
+    if sup_view == "strong":
+        return ["strong", "strong"], ["strong", "strong"]
+    labeled = ["strong", "strong", sup_view] if plan.contrastive_labeled else [sup_view, "strong"]
+    return labeled, ["strong", "strong"] + ([sup_view] if plan.negative_loss else [])
+
+
+def loop_loaders(pool: PoolView, plan: LossPlan, cfg: LoopConfig) -> tuple[ViewLoader, ViewLoader]:
+    """The loop's (unlabeled, labeled) loaders, yielding the views of `loop_views`, made by
+    `train.view_backend`: torch ops on the training device, or numba kernels on CPU (then
+    copied to the device); `auto` is numba on CPU, torch on a GPU.
+
+    One pass over the unlabeled pool is an epoch; each rank cycles its own seeded copy of
+    the (small) labeled set.
+    """
+    tp = cfg.train
+    labeled_views, unlabeled_views = loop_views(plan, tp.sup_view)
+    device = None if tp.view_backend == "numba" else cfg.device  # numba: views made from the CPU buffer
+    common = dict(num_workers=tp.num_workers, hflip=cfg.hflip, device=device, order="random",
+                  view_backend=tp.view_backend)
+    unlabeled = make_loader(
+        cfg.beton,
+        batch_size=tp.batch_size * tp.unlabeled_ratio,
+        views=unlabeled_views,
+        indices=pool.unlabeled_ids,
+        seed=cfg.seed,
+        distributed=cfg.distributed,
+        **common,
+    )
+    labeled = make_loader(
+        cfg.beton,
+        batch_size=tp.batch_size,
+        views=labeled_views,
+        indices=pool.labeled_ids,
+        seed=cfg.seed + 7919 * (1 + dist.rank()),
+        distributed=False,
+        drop_last=False,
+        **common,
+    )
+    return unlabeled, labeled
+
+
+def labeled_start_epoch(epoch: int) -> int:
+    """The labeled loader's first sub-epoch in `epoch` (each epoch cycles fresh sub-epochs)."""
+    return epoch * 10_000
+
+
+# --------------------------------------------------------------------------- one step
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The loop's arithmetic: float32, or autocast to `dtype` with a loss-scaling GradScaler."""
+
+    device_type: str
+    dtype: torch.dtype | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.dtype is not None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device_type, dtype=self.dtype) if self.enabled else contextlib.nullcontext()
+
+    def scaler(self) -> torch.amp.GradScaler:
+        """A GradScaler for this precision (a pass-through when autocast is off)."""
+        return torch.amp.GradScaler(self.device_type, enabled=self.enabled)
+
+
+def loop_precision(train: TrainParams, device: torch.device) -> Precision:
+    """float16 autocast + GradScaler on a GPU when `train.amp`; bfloat16 autocast + GradScaler
+    on CPU when `train.cpu_amp` (the GPU's path, for tests); float32 otherwise."""
+    if train.amp and device.type == "cuda":
+        return Precision("cuda", torch.float16)
+    if train.cpu_amp and device.type == "cpu":
+        return Precision("cpu", torch.bfloat16)
+    return Precision(device.type)
+
+
+@dataclass(frozen=True)
+class StepBatch:
+    """One step's samples on the training device: nl labeled, then nu unlabeled (nu may be 0).
+
+    xl1, xl2 [nl, 3, H, W] and xu1, xu2 [nu, 3, H, W]: view 1 (query encoder) and view 2
+    (key encoder) of the labeled and the unlabeled samples; idl [nl], idu [nu]: their ids.
+    xlc [nl, 3, H, W], xuc [nu, 3, H, W]: the classification views where they are not view 1
+    (`loop_views`), else None.
+    """
+
+    xl1: torch.Tensor
+    xl2: torch.Tensor
+    idl: torch.Tensor
+    xu1: torch.Tensor
+    xu2: torch.Tensor
+    idu: torch.Tensor
+    xlc: torch.Tensor | None = None
+    xuc: torch.Tensor | None = None
+
+    @property
+    def nl(self) -> int:
+        return self.xl1.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.xl1.shape[0] + self.xu1.shape[0]
+
+
+def step_batch(lab: Batch, unl: Batch | None, device: torch.device) -> StepBatch:
+    """A labeled and an unlabeled loader batch on `device`. `unl` None (this rank's shard
+    is exhausted) gives an empty unlabeled part, which keeps collectives in step."""
+    xl1, xl2, *xlc = (v.to(device, non_blocking=True) for v in lab.views)
+    idl = lab.ids.to(device)
+    if unl is None:
+        return StepBatch(xl1, xl2, idl, xl1[:0], xl2[:0], idl[:0], *xlc[:1])
+    xu1, xu2, *xuc = (v.to(device, non_blocking=True) for v in unl.views)
+    return StepBatch(xl1, xl2, idl, xu1, xu2, unl.ids.to(device), xlc[0] if xlc else None, xuc[0] if xuc else None)
+
+
+@dataclass(frozen=True)
+class StepLoss:
+    """A step's loss and the forward results that the loop uses after the update."""
+
+    total: torch.Tensor  # [] Σ plan.weight(term) · term: what is backpropagated
+    terms: dict[str, torch.Tensor]  # [] each term that is on, unweighted (sup, c_u, c_l, c_n, neg, cons)
+    logits_u: torch.Tensor  # [nu, C] query logits of the unlabeled view 1 (prediction history)
+    ku: torch.Tensor  # [nu, D] keys of the unlabeled view 2 (enqueued)
+    kl: torch.Tensor | None  # [nl, D] keys of the labeled view 2, when the bank or the one-bit teacher uses them
+
+
+def step_loss(model: ObCP, qnet: torch.nn.Module, bank: LabelBank, batch: StepBatch, pool: PoolView,
+              plan: LossPlan, cp: ContrastiveParams, precision: Precision,
+              gen: torch.Generator | None = None) -> StepLoss:
+    """Forward both encoders on `batch` and assemble the loss terms that `plan` turns on.
+
+    `qnet`: the query encoder (DDP-wrapped under torchrun); the key encoder takes its EMA
+    step first. `pool`: the loop's pool view with its tensors on the batch's device.
+    `gen`: draws the label bank's positives and hard negatives (plans that use the bank).
+    """
+    b, nl, nu = batch, batch.nl, batch.xu1.shape[0]
+    extra = [x for x in (b.xlc, b.xuc) if x is not None]  # classification views, after views 1
+    both = plan.needs_bank or plan.denied_consistency  # the key encoder sees the labeled view 2 too
+    with precision.autocast():
+        logits, q = qnet(torch.cat([b.xl1, b.xu1, *extra]))
+    with torch.no_grad():
+        model.momentum_update(plan.teacher_decay)
+        with precision.autocast():  # labeled keys only for the bank terms and the teacher
+            logits_k, k = model.keys(torch.cat([b.xl2, b.xu2]) if both else b.xu2)
+    if precision.enabled:
+        logits, q, logits_k, k = logits.float(), q.float(), logits_k.float(), k.float()
+    ql, qu = q[:nl], q[nl:nl + nu]
+    kl, ku = (k[:nl], k[nl:]) if both else (None, k)
+    logits_u = logits[nl:nl + nu]
+    cls_l = logits[nl + nu:2 * nl + nu] if b.xlc is not None else logits[:nl]  # what L_sup, L_neg see
+    cls_u = logits[logits.shape[0] - b.xuc.shape[0]:] if b.xuc is not None else logits_u
+    yl = pool.labels[b.idl]
+    sup_mask = pool.in_sup[b.idl]
+    den_u = pool.denied[b.idu]
+    has_neg = den_u.any(dim=1)
+    queue = model.queue.detach()  # enqueue runs after backward and step: no copy needed
+
+    terms = {"sup": losses.sup_loss(cls_l[sup_mask], yl[sup_mask])}
+    if plan.contrastive_unlabeled:
+        if plan.contrastive_negative:  # samples with a denied class are in L_c.n instead
+            terms["c_u"] = losses.contrastive_unlabeled(qu[~has_neg], ku[~has_neg], queue, cp.temperature)
+        else:
+            terms["c_u"] = losses.contrastive_unlabeled(qu, ku, queue, cp.temperature)
+    if plan.contrastive_labeled:
+        bmask = pool.in_bank[b.idl]
+        pos, valid = bank.sample_positives(b.idl[bmask], yl[bmask], gen)
+        terms["c_l"] = losses.contrastive_labeled(ql[bmask], kl[bmask], pos, valid, queue, cp.temperature)
+    if plan.contrastive_negative:
+        hard, hvalid = bank.sample_negatives(den_u[has_neg], cp.hard_negatives, gen)
+        terms["c_n"] = losses.contrastive_negative(qu[has_neg], ku[has_neg], queue, hard, hvalid, cp.temperature)
+    if plan.negative_loss:
+        terms["neg"] = losses.negative_loss(cls_u, den_u)
+    if plan.denied_consistency:  # Mean Teacher: over the whole batch, labeled samples included
+        den = pool.denied[torch.cat([b.idl, b.idu])]
+        terms["cons"] = losses.denied_consistency(torch.cat([cls_l, cls_u]), logits_k, den)
+
+    total = terms["sup"]
+    for name, term in terms.items():
+        if name != "sup":
+            total = total + plan.weight(name) * term
+    return StepLoss(total=total, terms=terms, logits_u=logits_u, ku=ku, kl=kl)
+
+
+def bank_generator(cfg: LoopConfig, epoch: int, step: int) -> torch.Generator:
+    """The label bank's sampler for one step: a function of (seed, epoch, step, rank)."""
+    return torch.Generator(device=cfg.device).manual_seed(cfg.seed * 1_000_003 + epoch * 10_007 + step * 101
+                                                          + dist.rank())
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train_epochs(
+    state: TrainState,
+    pool: PoolView,
+    plan: LossPlan,
+    cfg: LoopConfig,
+    *,
+    until_epoch: int,
+    history: Recorder | None = None,
+    on_epoch_end: Callable[[TrainState, dict[str, float]], None] | None = None,
+    log: Callable[[str], None] | None = echo,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Train from `state.epoch` up to (excluding) `until_epoch`; returns one log row per epoch.
+
+    `log` gets one line per epoch (losses, images/s); `progress` shows a per-step bar on a
+    terminal (rank 0).
+
+    `history` (rank 0 only matters; every rank passes whether to record) receives, in each
+    epoch inside its window, the softmax of every unlabeled sample, gathered across ranks:
+    from the training step's view-1 forward pass (`cfg.history_view` strong), or from an
+    eval-mode pass at the end of the epoch (`record_pass`: clean or weak).
+    """
+    model, bank, optimizer, device = state.model, state.bank, state.optimizer, cfg.device
+    unl_loader, lab_loader = loop_loaders(pool, plan, cfg)
+    on_device = pool.to(device)
+    if plan.needs_bank:
+        _fill_bank(state, pool, cfg)
+    precision = loop_precision(cfg.train, device)
+    scaler = precision.scaler()
+
+    rows: list[dict[str, float]] = []
+    own_steps = steps = len(unl_loader)  # per epoch; the pool does not change within a call
+    if cfg.distributed:
+        steps = int(dist.all_reduce_max(torch.tensor(steps)).item())
+    record_every = max(1, _RECORD_ROWS // unl_loader.batch_size)  # steps per history record
+    # one stream per loader for the whole call, so that no epoch waits for its first batch
+    unl_stream = unl_loader.epochs(state.epoch, until_epoch)
+    lab_stream = lab_loader.cycles((labeled_start_epoch(e) for e in range(state.epoch, until_epoch)), steps)
+    # stop the threads on any exit; the projector of a plan without q stays out of DDP's buckets
+    with contextlib.closing(unl_stream), contextlib.closing(lab_stream), \
+            frozen([] if plan.uses_projection else model.encoder_q.projector.parameters()):
+        qnet = DistributedDataParallel(model.encoder_q) if cfg.distributed else model.encoder_q
+        while state.epoch < until_epoch:
+            epoch = state.epoch
+            epoch_plan = plan.at_epoch(epoch)
+            record = history is not None and history.in_window(epoch)
+            record_steps = record and cfg.history_view == "strong"
+            pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (ids, softmax) not yet recorded
+            sums: dict[str, torch.Tensor] = {}
+            seen, t0 = 0, time.perf_counter()
+            bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{until_epoch}", leave=False,
+                       disable=not (progress and dist.is_main() and sys.stderr.isatty()))
+            for step in bar:
+                lr = learning_rate(cfg.train.lr, epoch + step / max(steps, 1), cfg.total_epochs)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                batch = step_batch(next(lab_stream), next(unl_stream) if step < own_steps else None, device)
+                gen = bank_generator(cfg, epoch, step) if plan.needs_bank else None
+                out = step_loss(model, qnet, bank, batch, on_device, epoch_plan, cfg.contrastive, precision, gen)
+
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(out.total).backward()
+                scaler.step(optimizer)
+                scaler.update()
+
+                with torch.no_grad():
+                    model.enqueue(out.ku)
+                    if plan.needs_bank:
+                        keep = on_device.in_bank[batch.idl]
+                        bank.update(batch.idl[keep], out.kl[keep])
+                    if record_steps:
+                        pending.append((batch.idu, torch.softmax(out.logits_u.detach(), dim=1)))
+                        if len(pending) == record_every or step == steps - 1:  # same steps on every rank
+                            _record(history, epoch, pending)
+                    for name, value in {**out.terms, "total": out.total}.items():  # summed on the device
+                        sums[name] = sums[name] + value.double() if name in sums else value.double()
+                seen += batch.size
+
+            state.epoch += 1
+            dist.sync_buffers(model)  # BN statistics follow each rank's batches; keep rank 0's
+            if record and not record_steps:
+                record_pass(history, model, pool.unlabeled_ids, epoch, cfg)
+            seconds = time.perf_counter() - t0
+            row = {"epoch": epoch, "lr": lr if steps else cfg.train.lr, "steps": steps, "seconds": seconds}
+            row.update({f"loss_{k}": float(v) / max(steps, 1) for k, v in sums.items()})
+            row["images_per_s"] = seen * (dist.world_size()) / seconds if seconds > 0 else 0.0
+            rows.append(row)
+            if log is not None and dist.is_main():
+                parts = " ".join(f"{k[5:]}={v:.3f}" for k, v in row.items() if k.startswith("loss_"))
+                log(f"epoch {epoch + 1}/{until_epoch} {parts} {row['images_per_s']:.0f} img/s")
+            if on_epoch_end is not None:
+                on_epoch_end(state, row)
+    return rows
+
+
+@contextlib.contextmanager
+def frozen(params: Iterable[torch.nn.Parameter]) -> Iterator[None]:
+    """Parameters that no loss term reaches, marked as needing no gradient for the block.
+
+    Their gradient is None either way, so SGD skips them and one process computes the same
+    numbers; what changes is DDP, which ignores parameters that need no gradient instead of
+    waiting for theirs forever (the one-bit baseline never reads the query projection). That
+    is free, where `find_unused_parameters=True` walks the autograd graph on every step.
+    """
+    params = [p for p in params if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+WALL_CLOCK: tuple[str, ...] = ("seconds", "images_per_s")  # log-row fields that differ between equal runs
+
+
+def split_log(rows: list[dict[str, float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`train_epochs`' rows → (the log: every deterministic field, for log.csv inside a DVC
+    output; the timings: epoch + the wall-clock fields, written outside DVC's outputs)."""
+    frame = pd.DataFrame(rows)
+    wall = [c for c in WALL_CLOCK if c in frame.columns]
+    keys = [c for c in ("epoch",) if c in frame.columns]
+    return frame.drop(columns=wall), frame[keys + wall]
+
+
+def _record(history: Recorder | None, epoch: int, pending: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Gather the pending (ids [b], softmax [b, C]) of every rank and record them on rank 0."""
+    ids = dist.all_gather_varlen(torch.cat([i for i, _ in pending]))
+    probs = dist.all_gather_varlen(torch.cat([p for _, p in pending]))
+    pending.clear()
+    if dist.is_main() and history is not None:
+        history.record(epoch, ids.cpu().numpy(), probs.cpu().numpy())
+
+
+def record_pass(history: Recorder | None, model: ObCP, ids: np.ndarray, epoch: int,
+                cfg: LoopConfig) -> None:
+    """Record `epoch` of Eq. 7's history from an eval-mode, no-grad pass of the query encoder
+    over the samples `ids` [n] on `cfg.history_view` (clean, or a weak view seeded by
+    (seed, epoch, sample)), at the end of the epoch. Under DDP each rank predicts its
+    shard, and the shards are gathered and recorded on rank 0 (every rank calls this)."""
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    batch_size = 512
+    for batch_ids, probs in predict_batches(model, cfg.beton, ids, device=cfg.device, batch_size=batch_size,
+                                            num_workers=cfg.train.num_workers, view=cfg.history_view,
+                                            seed=cfg.seed, epoch=epoch, hflip=cfg.hflip,
+                                            distributed=cfg.distributed):
+        pending.append((torch.from_numpy(batch_ids), torch.from_numpy(probs)))
+        if len(pending) * batch_size >= _RECORD_ROWS:  # every rank has the same number of batches
+            _record(history, epoch, pending)
+    if pending:
+        _record(history, epoch, pending)
+
+
+@torch.no_grad()
+def _fill_bank(state: TrainState, pool: PoolView, cfg: LoopConfig) -> None:
+    """Make the bank's members the pool's bank samples and give each a fresh key."""
+    bank_ids = np.flatnonzero(pool.in_bank.numpy()).astype(np.int64)
+    state.bank.set_members(torch.as_tensor(bank_ids), pool.labels[bank_ids])
+    loader = make_loader(
+        cfg.beton,
+        batch_size=256,
+        views=["clean"],
+        indices=bank_ids,
+        order="sequential",
+        seed=cfg.seed,
+        num_workers=cfg.train.num_workers,
+        hflip=cfg.hflip,
+    )
+    for batch in loader:
+        _, k = state.model.keys(batch.views[0].to(cfg.device))
+        # every rank computes the same keys (same weights, same data), so no gather is needed
+        state.bank.update(batch.ids.to(cfg.device), k.float(), gather=False)
+
+
+@torch.no_grad()
+def predict_batches(
+    model: ObCP, beton: Path, ids: np.ndarray | None, *, device: torch.device, batch_size: int = 512,
+    num_workers: int = 1, view: str = "clean", seed: int = 0, epoch: int = 0, hflip: bool = False,
+    distributed: bool = False, teacher: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Eval-mode softmax of the query encoder (the key encoder with `teacher`), streamed:
+    (ids [b], probs [b, C] float32) per batch, in id order. Memory O(batch·C) whatever the
+    number of samples.
+
+    `view`: "clean", or "weak" (a shift, + flip with `hflip`, drawn from (seed, epoch,
+    sample)). `distributed`: this rank's shard of `ids` only (every rank gets the same
+    number of batches)."""
+    loader = make_loader(
+        beton, batch_size=batch_size, views=[view], indices=ids, order="sequential", seed=seed,
+        num_workers=num_workers, hflip=hflip, distributed=distributed,
+    )
+    loader.set_epoch(epoch)
+    forward = model.keys if teacher else model
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in loader:
+            logits, _ = forward(batch.views[0].to(device))
+            yield batch.ids.numpy().copy(), torch.softmax(logits.float(), dim=1).cpu().numpy()
+    finally:
+        model.train(was_training)
+
+
+def predict(
+    model: ObCP, beton: Path, ids: np.ndarray | None, *, device: torch.device, batch_size: int = 512,
+    num_workers: int = 1, teacher: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All of `predict_batches` (clean view) at once: (ids [n], probs [n, C]) in id order."""
+    parts = list(predict_batches(model, beton, ids, device=device, batch_size=batch_size, num_workers=num_workers,
+                                 teacher=teacher))
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
+    all_ids = np.concatenate([i for i, _ in parts])
+    probs = np.concatenate([p for _, p in parts])
+    order = np.argsort(all_ids, kind="stable")
+    return all_ids[order], probs[order]
+
+
+def test_accuracy(model: ObCP, beton: Path, labels: np.ndarray, *, device: torch.device,
+                  num_workers: int = 1) -> dict[str, float]:
+    """{"top1": …[, "top5": …]} in [0, 1] of `model` on every sample of `beton` (labels [n] by id)."""
+    _, probs = predict(model, beton, None, device=device, num_workers=num_workers)
+    out = {"top1": accuracy(probs, labels, 1)}
+    if probs.shape[1] > 10:
+        out["top5"] = accuracy(probs, labels, 5)
+    return out
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
+    """Top-k accuracy in [0, 1] of probs [n, C] against labels [n]."""
+    if len(labels) == 0:
+        return float("nan")
+    topk = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return float((topk == labels[:, None]).any(axis=1).mean())
+
