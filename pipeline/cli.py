@@ -288,7 +288,7 @@ def preset(
 @app.command()
 def table1() -> None:
     """The paper's Table 1: bits of full labels vs one-bit questions."""
-    from pipeline.pool.pools import table1 as rows
+    from pipeline.pool.budget import table1 as rows
 
     _emit(pd.DataFrame([r.__dict__ for r in rows()]), Format.table)
 

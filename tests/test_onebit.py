@@ -17,7 +17,9 @@ from pipeline.core.config import ArmParams, ContrastiveParams, LossParams, Onebi
 from pipeline.core.context import open_run
 from pipeline.method.moco import LabelBank
 from pipeline.loop.runs import fresh_state, stage1_meta
-from pipeline.loop.train import Precision, load_checkpoint, predict, sigmoid_rampup, stage2_plan, step_loss
+from pipeline.loop.train import Precision, load_checkpoint, predict, step_loss
+from pipeline.method.methods import stage2_plan
+from pipeline.method.plan import sigmoid_rampup
 from test_views import tiny_batch, tiny_model, tiny_pool
 
 PRESETS = sorted((ROOT / "pipeline" / "presets").glob("*.yaml"))

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.pool import pools
+from pipeline.pool import budget, pools
 from pipeline.core.errors import ObcpError
 from pipeline.oracle.sheets import simulated_answers
 from pipeline.selection.strategies import asked_classes
@@ -247,7 +247,7 @@ def test_bits_used_rejects_out_of_sync_count():
 
 
 def test_table1_numbers():
-    rows = {r.dataset: r for r in pools.table1()}
+    rows = {r.dataset: r for r in budget.table1()}
     k = lambda x: round(x / 1000, 1)  # noqa: E731
     assert [round(r.log2_c, 4) for r in rows.values()] == [3.3219, 6.6439, 9.9658]
     assert (k(rows["cifar10"].labeled_pool_bits), k(rows["cifar10"].one_bit), k(rows["cifar10"].one_bit_bits)) == (33.2, 16.6, 33.2)
@@ -256,33 +256,33 @@ def test_table1_numbers():
     assert (round(imagenet.labeled_pool_bits / 1000), round(imagenet.one_bit / 1000), round(imagenet.one_bit_bits / 1000)) == (1276, 1146, 1276)
     assert (imagenet.labeled_pool, imagenet.initial) == (128_000, 13_000)
     for r in rows.values():
-        assert pools.labeled_equivalent(r.initial, r.one_bit, r.num_classes) == pytest.approx(r.labeled_pool, abs=0.5)
-        full = pools.full_label_budget(r.one_bit, r.num_classes)
+        assert budget.labeled_equivalent(r.initial, r.one_bit, r.num_classes) == pytest.approx(r.labeled_pool, abs=0.5)
+        full = budget.full_label_budget(r.one_bit, r.num_classes)
         assert r.labeled_pool - r.initial - 1 <= full <= r.labeled_pool - r.initial
-        assert pools.label_bits(full, r.num_classes) <= r.one_bit < pools.label_bits(full + 1, r.num_classes)
+        assert budget.label_bits(full, r.num_classes) <= r.one_bit < budget.label_bits(full + 1, r.num_classes)
     # |T^O| is rounded to whole questions, so CIFAR-100's 33219 questions buy 4999 full labels
-    assert pools.full_label_budget(rows["cifar100"].one_bit, 100) == 4999
-    assert pools.full_label_budget(rows["cifar10"].one_bit, 10) == 5000
+    assert budget.full_label_budget(rows["cifar100"].one_bit, 100) == 4999
+    assert budget.full_label_budget(rows["cifar10"].one_bit, 10) == 5000
 
 
 def test_budget_helpers():
-    assert pools.label_bits(4, 16) == 16.0
-    assert pools.one_bit_budget(10, 6, 16) == 16
-    assert pools.full_label_budget(16, 16) == 4
-    assert pools.full_label_budget(15, 16) == 3
-    assert pools.labeled_equivalent(6, 16, 16) == 10.0
-    assert pools.cycle_budgets(10, 4) == [3, 3, 2, 2]
-    assert pools.cycle_budgets(16610, 4) == [4153, 4153, 4152, 4152]
-    assert sum(pools.cycle_budgets(16610, 4)) == 16610
-    assert pools.cycle_budgets(2, 4) == [1, 1, 0, 0]
+    assert budget.label_bits(4, 16) == 16.0
+    assert budget.one_bit_budget(10, 6, 16) == 16
+    assert budget.full_label_budget(16, 16) == 4
+    assert budget.full_label_budget(15, 16) == 3
+    assert budget.labeled_equivalent(6, 16, 16) == 10.0
+    assert budget.cycle_budgets(10, 4) == [3, 3, 2, 2]
+    assert budget.cycle_budgets(16610, 4) == [4153, 4153, 4152, 4152]
+    assert sum(budget.cycle_budgets(16610, 4)) == 16610
+    assert budget.cycle_budgets(2, 4) == [1, 1, 0, 0]
     assert pools.budget_through([3, 3, 2, 2], 2) == 6
     assert pools.budget_through([3, 3, 2, 2], 0) == 0
     with pytest.raises(pools.PoolError):
-        pools.cycle_budgets(10, 0)
+        budget.cycle_budgets(10, 0)
     with pytest.raises(pools.PoolError):
-        pools.one_bit_budget(5, 6, 10)
+        budget.one_bit_budget(5, 6, 10)
     with pytest.raises(pools.PoolError):
-        pools.label_bits(3, 1)
+        budget.label_bits(3, 1)
 
 
 # -- summary and files --------------------------------------------------------

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.config import load_params
-from pipeline.pool.pools import one_bit_budget
+from pipeline.pool.budget import one_bit_budget
 
 PRESETS = Path(__file__).resolve().parents[1] / "pipeline" / "presets"
 

@@ -20,7 +20,8 @@ from pipeline.loop.runs import fresh_state, stage1_meta
 from pipeline.pool.pools import read_pool
 from pipeline.loop.runs import loop_config
 from pipeline.loop.train import (CheckpointError, LossPlan, learning_rate, load_checkpoint, loop_precision, pool_view,
-                            stage1_plan, stage2_plan, train_epochs)
+                                 stage1_plan, train_epochs)
+from pipeline.method.methods import stage2_plan
 from pipeline.core.config import ArmParams, LossParams
 
 

@@ -16,13 +16,12 @@ from typing import Any, Union
 
 import yaml
 
+from pipeline.core import plugins as plugin_modules
 from pipeline.core.errors import ObcpError
+from pipeline.core.registry import METHODS, ORACLES, STRATEGIES
 
 DATASETS = ("digits", "glyphs", "cifar10", "cifar100", "imagefolder")
 ARCHS = ("smallcnn", "resnet18_cifar", "resnet50", "vgg16")
-STRATEGIES = ("obcp", "random", "max", "diff2", "entropy")
-METHODS = ("obcp", "onebit", "fullbit")
-ORACLES = ("simulated", "human")
 WINDOWS = ("since_query", "across_queries")  # Eq. 7 window rules (pipeline/method/history.py)
 BACKENDS = ("auto", "gloo", "nccl")
 VIEW_BACKENDS = ("auto", "numba", "torch")
@@ -150,6 +149,7 @@ class Params:
     oracle: OracleParams = field(default_factory=OracleParams)
     ddp: DdpParams = field(default_factory=DdpParams)
     seeds: tuple[int, ...] = (0,)
+    plugins: tuple[str, ...] = ()  # the project's own strategies/methods/oracles (pipeline/core/plugins.py)
     arms: dict[str, ArmParams] = field(default_factory=lambda: {"obcp": ArmParams()})
 
     def arm(self, name: str) -> ArmParams:
@@ -217,6 +217,11 @@ def _build(cls: type, raw: Any, path: str, problems: list[str]) -> Any:
                 problems.append(f"{sub}: expected a non-empty list of integers, got {value!r}")
             else:
                 kwargs[f.name] = tuple(_coerce(v, int, f"{sub}[{i}]", problems) for i, v in enumerate(value))
+        elif f.name == "plugins":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                problems.append(f"{sub}: expected a list of Python files or module names, got {value!r}")
+            else:
+                kwargs[f.name] = tuple(value)
         elif f.name == "arms":
             if not isinstance(value, dict) or not value:
                 problems.append(f"{sub}: expected a non-empty mapping of arm name → settings, got {value!r}")
@@ -304,15 +309,15 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
         problems.append(f"selection.t: t ({t}) must be ≤ m ({m})")
     _check_choice(p.dataset.name, DATASETS, "dataset.name", problems)
     _check_choice(p.model.arch, ARCHS, "model.arch", problems)
-    _check_choice(p.oracle.kind, ORACLES, "oracle.kind", problems)
+    _check_choice(p.oracle.kind, ORACLES.names(), "oracle.kind", problems)
     _check_choice(p.selection.window, WINDOWS, "selection.window", problems)
     _check_choice(p.ddp.backend, BACKENDS, "ddp.backend", problems)
     _check_choice(p.train.view_backend, VIEW_BACKENDS, "train.view_backend", problems)
     _check_choice(p.selection.history_view, HISTORY_VIEWS, "selection.history_view", problems)
     _check_choice(p.train.sup_view, SUP_VIEWS, "train.sup_view", problems)
     for name, arm in p.arms.items():
-        _check_choice(arm.method, METHODS, f"arms.{name}.method", problems)
-        _check_choice(arm.strategy, STRATEGIES, f"arms.{name}.strategy", problems)
+        _check_choice(arm.method, METHODS.names(), f"arms.{name}.method", problems)
+        _check_choice(arm.strategy, STRATEGIES.names(), f"arms.{name}.strategy", problems)
     if len(set(p.seeds)) != len(p.seeds):
         problems.append(f"seeds: duplicates in {list(p.seeds)}")
     _check_size(p.budget.initial, "budget.initial", problems, pool)
@@ -334,13 +339,22 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
             )
 
 
-def parse_params(raw: Any, *, pool_size: int | None = None, source: str = "params.yaml") -> Params:
+def parse_params(raw: Any, *, pool_size: int | None = None, source: str = "params.yaml",
+                 root: Path | None = None) -> Params:
     """Validate a params mapping into `Params`; raise `ParamsError` listing every problem.
 
-    `pool_size` (the number of train samples) enables the budget-vs-pool checks.
+    `pool_size` (the number of train samples) enables the budget-vs-pool checks. The
+    `plugins` are imported (relative to `root`, default the folder of `source`) before the
+    arms' strategy and method names are checked, so an arm may name a plugin's.
     """
     problems: list[str] = []
     params = _build(Params, raw, "", problems)
+    if params.plugins:
+        base = Path(source).parent if root is None else Path(root)
+        try:
+            plugin_modules.load(params.plugins, base)
+        except ObcpError as exc:
+            problems.append(str(exc))
     _validate(params, problems, pool_size)
     if problems:
         raise ParamsError(problems, source)

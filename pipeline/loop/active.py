@@ -42,7 +42,9 @@ from pipeline.core.context import RunContext
 from pipeline.core.errors import ObcpError
 from pipeline.method.history import QueryWindow, cycle_history, epoch_shares, load_query_history, query_epochs, query_windows
 from pipeline.loop.runs import evaluate_model, fresh_state, loop_config, stage1_meta
-from pipeline.loop.train import echo, load_checkpoint, pool_view, predict_batches, split_log, stage2_plan, train_epochs
+from pipeline.loop.train import echo, load_checkpoint, pool_view, predict_batches, split_log, train_epochs
+from pipeline.method.methods import stage2_plan
+from pipeline.pool.budget import budget_through, cycle_budgets, full_label_budget
 
 
 @dataclass(frozen=True)
@@ -118,8 +120,8 @@ class Cycle:
         """Questions per cycle (one-bit), or full labels per cycle for `fullbit` — equal bits."""
         total = self.ctx.one_bit_budget
         if self.full_labels:
-            total = pools.full_label_budget(total, self.ctx.num_classes)
-        return pools.cycle_budgets(total, self.ctx.params.query_times)
+            total = full_label_budget(total, self.ctx.num_classes)
+        return cycle_budgets(total, self.ctx.params.query_times)
 
     @property
     def budget(self) -> int:
@@ -286,7 +288,7 @@ def update_step(c: Cycle) -> pd.DataFrame:
                                       num_classes=ctx.num_classes)
     else:
         new = pools.apply_answers(pool, q[["sample_id", "asked_class", "answer"]], c.k, num_classes=ctx.num_classes)
-    budget = None if c.full_labels else pools.budget_through(c.budgets(), c.k)
+    budget = None if c.full_labels else budget_through(c.budgets(), c.k)
     pools.write_pool(c.dir / "pool.parquet", new, ctx.num_classes, num_samples=ctx.num_samples, budget=budget)
     rows = ledger.ledger_rows(
         q,

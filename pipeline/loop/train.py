@@ -31,7 +31,8 @@ from tqdm import tqdm
 
 from pipeline.core import distributed as dist
 from pipeline.method import losses
-from pipeline.core.config import ArmParams, ContrastiveParams, LossParams, OnebitParams, TrainParams
+from pipeline.core.config import ArmParams, ContrastiveParams, TrainParams
+from pipeline.method.plan import LossPlan, sigmoid_rampup, stage1_plan  # noqa: F401  (the loop's plan)
 from pipeline.data.loaders import Batch, ViewLoader, make_loader
 from pipeline.core.errors import ObcpError
 from pipeline.method.history import Recorder
@@ -47,72 +48,6 @@ class CheckpointError(ObcpError):
 
 
 # --------------------------------------------------------------------------- what to train on
-
-
-@dataclass(frozen=True)
-class LossPlan:
-    """The loss terms that are on and their weights.
-
-    Stage 1: L_sup + λ_ctr·L_c.u. Stage 2 (ObCP): + λ_ctr·(L_c.l + L_c.n) + λ_neg·L_neg,
-    with paper Table 4's switches. The one-bit baseline replaces the contrastive and
-    negative terms by a consistency loss whose teacher ignores denied classes (Mean Teacher:
-    λ_cons ramped up over `cons_rampup` epochs from epoch `cons_start`, the teacher an EMA
-    with decay `teacher_decay`; None keeps `contrastive.momentum`).
-    """
-
-    lambda_ctr: float
-    lambda_neg: float = 0.0
-    contrastive_unlabeled: bool = True
-    contrastive_labeled: bool = False
-    contrastive_negative: bool = False
-    negative_loss: bool = False
-    denied_consistency: bool = False
-    lambda_cons: float = 1.0
-    cons_rampup: int = 0
-    cons_start: int = 0
-    teacher_decay: float | None = None
-
-    @property
-    def needs_bank(self) -> bool:
-        return self.contrastive_labeled or self.contrastive_negative
-
-    @property
-    def uses_projection(self) -> bool:
-        """Whether a term reads the query projection q (else the projector gets no gradient)."""
-        return self.contrastive_unlabeled or self.contrastive_labeled or self.contrastive_negative
-
-    def weight(self, term: str) -> float:
-        """The factor of a loss term (a key of `StepLoss.terms`) in the total."""
-        return {"sup": 1.0, "c_u": self.lambda_ctr, "c_l": self.lambda_ctr, "c_n": self.lambda_ctr,
-                "neg": self.lambda_neg, "cons": self.lambda_cons}[term]
-
-    def at_epoch(self, epoch: int) -> LossPlan:
-        """The plan of one epoch: λ_cons times the sigmoid ramp-up at `epoch` (weights fixed)."""
-        if not self.cons_rampup:
-            return self
-        ramp = sigmoid_rampup(epoch - self.cons_start, self.cons_rampup)
-        return dataclasses.replace(self, lambda_cons=self.lambda_cons * ramp, cons_rampup=0)
-
-
-def stage1_plan(loss: LossParams) -> LossPlan:
-    return LossPlan(lambda_ctr=loss.lambda_ctr)
-
-
-def stage2_plan(arm: ArmParams, loss: LossParams, onebit: OnebitParams = OnebitParams(),
-                start_epoch: int = 0) -> LossPlan:
-    """The loss of an arm's stage 2, which starts at (global) epoch `start_epoch`."""
-    if arm.method == "onebit":  # Hu et al. 2020: Mean Teacher, the teacher blind to denied classes
-        return LossPlan(lambda_ctr=0.0, contrastive_unlabeled=False, denied_consistency=True,
-                        lambda_cons=onebit.consistency, cons_rampup=onebit.rampup_epochs, cons_start=start_epoch,
-                        teacher_decay=onebit.ema_decay)
-    negatives = arm.method == "obcp"  # `fullbit` has full labels only, never a denied class
-    return LossPlan(
-        lambda_ctr=loss.lambda_ctr,
-        lambda_neg=loss.lambda_neg,
-        contrastive_labeled=True,
-        contrastive_negative=negatives and arm.neg_ctr,
-        negative_loss=negatives and arm.neg_loss,
-    )
 
 
 @dataclass(frozen=True)
@@ -284,15 +219,6 @@ def echo(line: str) -> None:
 def learning_rate(base: float, epoch: float, total_epochs: int) -> float:
     """Cosine decay from `base` to 0 over `total_epochs` (epoch may be fractional)."""
     return base * 0.5 * (1.0 + math.cos(math.pi * min(epoch, total_epochs) / total_epochs))
-
-
-def sigmoid_rampup(epoch: float, length: int) -> float:
-    """Laine & Aila's ramp-up, as Mean Teacher (and Hu et al.) weight the consistency:
-    exp(−5·(1 − e/length)²) for e in [0, length], 1 after (and when length is 0)."""
-    if length <= 0:
-        return 1.0
-    phase = 1.0 - min(max(float(epoch), 0.0), float(length)) / length
-    return math.exp(-5.0 * phase * phase)
 
 
 def loop_views(plan: LossPlan, sup_view: str) -> tuple[list[str], list[str]]:

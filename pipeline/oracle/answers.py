@@ -56,7 +56,7 @@ COLUMN_DTYPES: dict[str, str] = {
 }
 COLUMNS: tuple[str, ...] = tuple(COLUMN_DTYPES)
 KEY = ["sample_id", "asked_class"]
-LABEL_QUESTION = -1  # asked_class of a full-label question
+from pipeline.method.methods import LABEL_QUESTION  # noqa: E402,F401  (asked_class of a full-label question)
 
 
 class AnswerStoreError(ObcpError):

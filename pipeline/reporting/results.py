@@ -39,7 +39,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from pipeline.core.config import STRATEGIES, ArmParams
+from pipeline.core.config import ArmParams
+from pipeline.core.registry import STRATEGIES
 from pipeline.selection.diagnostics import QUALITY
 from pipeline.core.errors import ObcpError
 from pipeline.core.layout import metrics_file as metrics_path  # <dir>/seed<S>/<arm>.json
@@ -258,14 +259,17 @@ def main_arms(results: pd.DataFrame) -> list[str]:
 def strategy_arms(results: pd.DataFrame) -> list[str]:
     """Arms of the selection comparison (paper Fig. 5): method obcp, every switch on, one per strategy.
 
-    Ordered as `pipeline.core.config.STRATEGIES` (obcp first); an arm named after its strategy is
+    Ordered as the strategy registry (`pipeline.core.registry.STRATEGIES`: obcp first), then
+    strategies it does not know (a plugin's) in arm order; an arm named after its strategy is
     preferred when several share it.
     """
     info = _arm_info(results)
     info = info[info["method"] == "obcp"]
     info = info[info.apply(_all_switches_on, axis=1)] if len(info) else info
+    known = STRATEGIES.names()
+    order = [*known, *dict.fromkeys(s for s in info["strategy"] if s not in known)]
     chosen = []
-    for strategy in STRATEGIES:
+    for strategy in order:
         name = _pick(info[info["strategy"] == strategy], strategy)
         if name is not None:
             chosen.append(name)

@@ -22,7 +22,8 @@ import pandas as pd
 from pipeline.core.config import HISTORY_VIEWS
 from pipeline.core.context import RunContext
 from pipeline.method.history import PredictionHistory
-from pipeline.pool.pools import cycle_budgets, read_pool
+from pipeline.pool.budget import cycle_budgets
+from pipeline.pool.pools import read_pool
 from pipeline.loop.runs import fresh_state, loop_config
 from pipeline.loop.train import TrainState, pool_view, record_pass, stage1_plan, train_epochs
 

@@ -1,0 +1,129 @@
+"""What a selection strategy is: an object that scores candidates from the inputs it declares.
+
+A strategy names the inputs it needs (`Strategy.needs`, a subset of :data:`INPUTS`); the
+active loop computes only those, in one pass over the candidates (`pipeline.loop.poolpass`),
+and hands them over as a :class:`Candidates`. Higher score = asked first; ties go to the
+lower sample_id and NaN scores come last (`pipeline.selection.ranking`).
+
+- A *per-sample* strategy (:class:`ScoreStrategy`) scores each candidate on its own, so
+  the loop scores chunk by chunk and never holds the whole pool's inputs: a new one is a
+  `score` method of one line.
+- A *batch* strategy (`per_sample = False`) sees every candidate at once and returns
+  scores whose top `k` are its picks (e.g. k-center greedy: the pick order, NaN for the rest).
+
+Register an instance in `pipeline.core.registry.STRATEGIES` (built-ins in
+`pipeline.selection.strategies`; a project's own through `plugins:` in params.yaml).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from pipeline.core.errors import ObcpError
+from pipeline.method.history import PredictionHistory
+
+#: inputs a strategy may declare: the asking network's clean-view softmax [n, C]; the Eq. 7
+#: prediction history; penultimate-layer embeddings [n, D]; MC-dropout softmax samples
+#: [T, n, C]; last-layer gradient embeddings [n, D·C]; the labeled set's embeddings [m, D]
+INPUTS: tuple[str, ...] = ("probs", "history", "embeddings", "mc_probs", "grad_embeddings", "labeled_embeddings")
+_PROB_TOLERANCE = 1e-2
+
+
+class SelectionError(ObcpError):
+    """Bad input to sample selection (strategy, shapes, ids, fully denied samples)."""
+
+
+def as_ids(ids: np.ndarray) -> np.ndarray:
+    """[n] int64 sample ids (an empty array of any dtype is fine)."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or not (np.issubdtype(ids.dtype, np.integer) or ids.size == 0):
+        raise SelectionError(f"ids must be a 1-D integer array [n], got shape {ids.shape}, dtype {ids.dtype}.")
+    return ids.astype(np.int64, copy=False)
+
+
+def check_probs(probs: np.ndarray | None, n: int, strategy: str) -> np.ndarray:
+    """probs [n, C] float64, softmax outputs (rows sum to 1, no NaN or negatives)."""
+    if probs is None:
+        raise SelectionError(
+            f"strategy {strategy!r} needs the current model's probabilities [n, C]; pass probs=."
+        )
+    probs = np.asarray(probs)
+    if probs.ndim != 2 or probs.shape[0] != n or probs.shape[1] < 2:
+        raise SelectionError(f"probs must have shape [n, C] with n = {n} and C >= 2, got {probs.shape}.")
+    probs = probs.astype(np.float64, copy=False)
+    if not np.isfinite(probs).all() or (probs < 0).any():
+        raise SelectionError("probs contain NaN, inf or negative values; pass softmax outputs.")
+    sums = probs.sum(axis=1)
+    off = np.abs(sums - 1.0) > _PROB_TOLERANCE
+    if off.any():
+        raise SelectionError(
+            f"probs rows must sum to 1 (softmax outputs, not logits); {int(off.sum())} row(s) "
+            f"do not, e.g. row {int(np.flatnonzero(off)[0])} sums to {sums[off][0]:.4f}."
+        )
+    return probs
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The n candidates of one query (unlabeled samples with a class left to ask) and the
+    inputs the strategy declared; the others are None.
+
+    ids [n] int64; probs [n, C] float; history: the Eq. 7 :class:`PredictionHistory`
+    (indexed by sample_id); embeddings [n, D]; mc_probs [T, n, C]; grad_embeddings [n, E];
+    labeled_embeddings [m, D]; seed: this query's seed (seed·1000 + cycle).
+    """
+
+    ids: np.ndarray
+    probs: np.ndarray | None = None
+    history: PredictionHistory | None = None
+    embeddings: np.ndarray | None = None
+    mc_probs: np.ndarray | None = None
+    grad_embeddings: np.ndarray | None = None
+    labeled_embeddings: np.ndarray | None = None
+    seed: int = 0
+
+    def __len__(self) -> int:
+        return int(self.ids.size)
+
+
+class Strategy:
+    """Scores [n] float64 for `Candidates`; higher = asked first. Subclass and register."""
+
+    name: ClassVar[str]
+    needs: ClassVar[frozenset[str]] = frozenset({"probs"})
+    per_sample: ClassVar[bool] = True  # scores of a chunk do not depend on the other candidates
+
+    def scores(self, cands: Candidates, k: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def check(self, cands: Candidates) -> None:
+        """Raise `SelectionError` naming a declared input that is missing."""
+        for need in self.needs:
+            if getattr(cands, need) is None:
+                what = {"history": "the prediction history (Eq. 7); pass history=",
+                        "probs": "the current model's probabilities [n, C]; pass probs="}.get(need, need)
+                raise SelectionError(f"strategy {self.name!r} needs {what}.")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class ScoreStrategy(Strategy):
+    """A per-sample strategy: implement `score(cands) -> [n]` (probs already validated)."""
+
+    def score(self, cands: Candidates) -> np.ndarray:
+        raise NotImplementedError
+
+    def scores(self, cands: Candidates, k: int) -> np.ndarray:
+        self.check(cands)
+        if "probs" in self.needs:
+            cands = _with_probs(cands, check_probs(cands.probs, len(cands), self.name))
+        return np.asarray(self.score(cands), dtype=np.float64)
+
+
+def _with_probs(cands: Candidates, probs: np.ndarray) -> Candidates:
+    from dataclasses import replace
+
+    return replace(cands, probs=probs)
