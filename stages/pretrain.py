@@ -11,7 +11,7 @@ from pipeline.loop.pretrain import run_stage1
 
 def main(seed: int = typer.Option(...), params: Path = Path("params.yaml")) -> None:
     with reported():
-        ctx = open_run(params, seed)
+        ctx = open_run(params, seed, names=False)
         if dist.is_main():  # the only rank that writes
             io.remove_stale_temps(ctx.layout.stage1_dir(seed))
         run_stage1(ctx, ctx.layout.stage1_dir(seed))

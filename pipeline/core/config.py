@@ -260,7 +260,7 @@ def resolve_size(value: int | float, pool: int) -> int:
     return int(value)
 
 
-def _validate(p: Params, problems: list[str], pool: int | None) -> None:
+def _validate(p: Params, problems: list[str], pool: int | None, names: bool = True) -> None:
     pos_int = {
         "query_times": p.query_times,
         "model.width": p.model.width,
@@ -309,15 +309,16 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
         problems.append(f"selection.t: t ({t}) must be ≤ m ({m})")
     _check_choice(p.dataset.name, DATASETS, "dataset.name", problems)
     _check_choice(p.model.arch, ARCHS, "model.arch", problems)
-    _check_choice(p.oracle.kind, ORACLES.names(), "oracle.kind", problems)
     _check_choice(p.selection.window, WINDOWS, "selection.window", problems)
     _check_choice(p.ddp.backend, BACKENDS, "ddp.backend", problems)
     _check_choice(p.train.view_backend, VIEW_BACKENDS, "train.view_backend", problems)
     _check_choice(p.selection.history_view, HISTORY_VIEWS, "selection.history_view", problems)
     _check_choice(p.train.sup_view, SUP_VIEWS, "train.sup_view", problems)
-    for name, arm in p.arms.items():
-        _check_choice(arm.method, METHODS.names(), f"arms.{name}.method", problems)
-        _check_choice(arm.strategy, STRATEGIES.names(), f"arms.{name}.strategy", problems)
+    if names:
+        _check_choice(p.oracle.kind, ORACLES.names(), "oracle.kind", problems)
+        for name, arm in p.arms.items():
+            _check_choice(arm.method, METHODS.names(), f"arms.{name}.method", problems)
+            _check_choice(arm.strategy, STRATEGIES.names(), f"arms.{name}.strategy", problems)
     if len(set(p.seeds)) != len(p.seeds):
         problems.append(f"seeds: duplicates in {list(p.seeds)}")
     _check_size(p.budget.initial, "budget.initial", problems, pool)
@@ -340,28 +341,30 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
 
 
 def parse_params(raw: Any, *, pool_size: int | None = None, source: str = "params.yaml",
-                 root: Path | None = None) -> Params:
+                 root: Path | None = None, names: bool = True) -> Params:
     """Validate a params mapping into `Params`; raise `ParamsError` listing every problem.
 
-    `pool_size` (the number of train samples) enables the budget-vs-pool checks. The
-    `plugins` are imported (relative to `root`, default the folder of `source`) before the
-    arms' strategy and method names are checked, so an arm may name a plugin's.
+    `pool_size` (the number of train samples) enables the budget-vs-pool checks. With
+    `names`, the `plugins` are imported (relative to `root`, default the folder of `source`)
+    and the arms' strategies and methods and the oracle are checked against the registries
+    (which imports them); stages that never run them pass `names=False`, so editing a
+    strategy does not rerun `convert` (the `validate` stage checks every name first).
     """
     problems: list[str] = []
     params = _build(Params, raw, "", problems)
-    if params.plugins:
+    if names and params.plugins:
         base = Path(source).parent if root is None else Path(root)
         try:
             plugin_modules.load(params.plugins, base)
         except ObcpError as exc:
             problems.append(str(exc))
-    _validate(params, problems, pool_size)
+    _validate(params, problems, pool_size, names)
     if problems:
         raise ParamsError(problems, source)
     return params
 
 
-def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = None) -> Params:
+def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = None, names: bool = True) -> Params:
     """Read and validate params.yaml (see `parse_params`)."""
     path = Path(path)
     if not path.exists():
@@ -370,7 +373,7 @@ def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = Non
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError([f"not valid YAML: {exc}"], str(path)) from None
-    return parse_params(raw, pool_size=pool_size, source=str(path))
+    return parse_params(raw, pool_size=pool_size, source=str(path), names=names)
 
 
 def as_dict(obj: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import torch
 
 from pipeline.core import distributed as dist
-from pipeline.loop.active import keep_answers, run_active
+from pipeline.loop.cycle import keep_answers, run_active
 from pipeline.core.context import RunContext
 from pipeline.core.errors import ObcpError
 from pipeline.oracle.sheets import AnswersMissing

@@ -36,6 +36,7 @@ from pipeline.method.plan import LossPlan, sigmoid_rampup, stage1_plan  # noqa: 
 from pipeline.data.loaders import Batch, ViewLoader, make_loader
 from pipeline.core.errors import ObcpError
 from pipeline.method.history import Recorder
+from pipeline.loop.inference import predict_batches
 from pipeline.method.moco import LabelBank, ObCP
 from pipeline.method.models import build_encoder
 
@@ -600,66 +601,3 @@ def _fill_bank(state: TrainState, pool: PoolView, cfg: LoopConfig) -> None:
         _, k = state.model.keys(batch.views[0].to(cfg.device))
         # every rank computes the same keys (same weights, same data), so no gather is needed
         state.bank.update(batch.ids.to(cfg.device), k.float(), gather=False)
-
-
-@torch.no_grad()
-def predict_batches(
-    model: ObCP, beton: Path, ids: np.ndarray | None, *, device: torch.device, batch_size: int = 512,
-    num_workers: int = 1, view: str = "clean", seed: int = 0, epoch: int = 0, hflip: bool = False,
-    distributed: bool = False, teacher: bool = False,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Eval-mode softmax of the query encoder (the key encoder with `teacher`), streamed:
-    (ids [b], probs [b, C] float32) per batch, in id order. Memory O(batch·C) whatever the
-    number of samples.
-
-    `view`: "clean", or "weak" (a shift, + flip with `hflip`, drawn from (seed, epoch,
-    sample)). `distributed`: this rank's shard of `ids` only (every rank gets the same
-    number of batches)."""
-    loader = make_loader(
-        beton, batch_size=batch_size, views=[view], indices=ids, order="sequential", seed=seed,
-        num_workers=num_workers, hflip=hflip, distributed=distributed,
-    )
-    loader.set_epoch(epoch)
-    forward = model.keys if teacher else model
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in loader:
-            logits, _ = forward(batch.views[0].to(device))
-            yield batch.ids.numpy().copy(), torch.softmax(logits.float(), dim=1).cpu().numpy()
-    finally:
-        model.train(was_training)
-
-
-def predict(
-    model: ObCP, beton: Path, ids: np.ndarray | None, *, device: torch.device, batch_size: int = 512,
-    num_workers: int = 1, teacher: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """All of `predict_batches` (clean view) at once: (ids [n], probs [n, C]) in id order."""
-    parts = list(predict_batches(model, beton, ids, device=device, batch_size=batch_size, num_workers=num_workers,
-                                 teacher=teacher))
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-    all_ids = np.concatenate([i for i, _ in parts])
-    probs = np.concatenate([p for _, p in parts])
-    order = np.argsort(all_ids, kind="stable")
-    return all_ids[order], probs[order]
-
-
-def test_accuracy(model: ObCP, beton: Path, labels: np.ndarray, *, device: torch.device,
-                  num_workers: int = 1) -> dict[str, float]:
-    """{"top1": …[, "top5": …]} in [0, 1] of `model` on every sample of `beton` (labels [n] by id)."""
-    _, probs = predict(model, beton, None, device=device, num_workers=num_workers)
-    out = {"top1": accuracy(probs, labels, 1)}
-    if probs.shape[1] > 10:
-        out["top5"] = accuracy(probs, labels, 5)
-    return out
-
-
-def accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
-    """Top-k accuracy in [0, 1] of probs [n, C] against labels [n]."""
-    if len(labels) == 0:
-        return float("nan")
-    topk = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return float((topk == labels[:, None]).any(axis=1).mean())
-
