@@ -189,14 +189,14 @@ def _probes(tp: Any) -> list[Any]:
     return []
 
 
-def ranges(raw: dict, path: str, tp: Any) -> list[str]:
+def ranges(raw: dict, path: str, tp: Any, root: Path | None = None) -> list[str]:
     """What the validator says about out-of-range values of `path` (its own words, values cut)."""
     said: list[str] = []
     for probe in _probes(tp):
         trial = copy.deepcopy(raw)
         _set(trial, path, probe)
         try:
-            config.parse_params(trial)
+            config.parse_params(trial, root=root)
         except ParamsError as exc:
             for problem in exc.problems:
                 if not problem.startswith(f"{path}: ") or "expected" in problem:
@@ -242,7 +242,7 @@ def _fmt(value: Any) -> str:
     return f"`{json.dumps(value, ensure_ascii=False)}`"
 
 
-def keys(raw: dict, notes: YamlNotes) -> list[Key]:
+def keys(raw: dict, notes: YamlNotes, root: Path | None = None) -> list[Key]:
     """Every scalar key of `Params` (sections flattened, arms as ``arms.<arm>.<key>``)."""
     all_choices = choices()
     out: list[Key] = []
@@ -264,7 +264,7 @@ def keys(raw: dict, notes: YamlNotes) -> list[Key]:
             meaning = note.text if note and note.text else comments.get(f.name, "")
             allowed = [", ".join(f"`{c}`" for c in all_choices[path])] if path in all_choices else []
             if lookup:
-                allowed += ranges(raw, lookup, tp)
+                allowed += ranges(raw, lookup, tp, root)
             out.append(Key(path, _type_text(tp), _default(f), value, value is not None, allowed, meaning))
 
     visit(config.Params, "", "")
@@ -291,7 +291,7 @@ def render(root: str | Path = ".") -> str:
     text = (root / "params.yaml").read_text()
     raw = yaml.safe_load(text)
     notes = read_notes(text)
-    rows = keys(raw, notes)
+    rows = keys(raw, notes, root)
 
     lines = [GENERATED_NOTE, "", "# Parameters", ""]
     if notes.header:
