@@ -1,4 +1,4 @@
-"""Oracles that answer "is sample x of class y?" with yes or no (DESIGN §5).
+"""Oracles that answer "is sample x of class y?" with yes or no (docs/design.md §5).
 
 - simulated: answers from the ground-truth labels (:func:`simulated_answers`).
 - human: the oracle step writes a question sheet into the cycle folder
