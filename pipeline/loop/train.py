@@ -352,6 +352,37 @@ def step_batch(lab: Batch, unl: Batch | None, device: torch.device) -> StepBatch
 
 
 @dataclass(frozen=True)
+class GroupForward:
+    """One forward pass over named view groups, concatenated in order (one batch, so
+    train-mode BatchNorm sees them together): logits [N, C] and embeddings [N, D] of all
+    N rows, read back by group name."""
+
+    all_logits: torch.Tensor
+    all_emb: torch.Tensor
+    spans: dict[str, slice]
+
+    def logits(self, group: str) -> torch.Tensor:
+        return self.all_logits[self.spans[group]]
+
+    def emb(self, group: str) -> torch.Tensor:
+        return self.all_emb[self.spans[group]]
+
+    def float(self) -> GroupForward:
+        return dataclasses.replace(self, all_logits=self.all_logits.float(), all_emb=self.all_emb.float())
+
+
+def forward_groups(net: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                   groups: dict[str, torch.Tensor]) -> GroupForward:
+    """`net` on the groups' tensors [n_g, 3, H, W] concatenated in the dict's order."""
+    spans, start = {}, 0
+    for name, x in groups.items():
+        spans[name] = slice(start, start + x.shape[0])
+        start += x.shape[0]
+    logits, emb = net(torch.cat(list(groups.values())))
+    return GroupForward(logits, emb, spans)
+
+
+@dataclass(frozen=True)
 class StepLoss:
     """A step's loss and the forward results that the loop uses after the update."""
 
@@ -371,22 +402,24 @@ def step_loss(model: ObCP, qnet: torch.nn.Module, bank: LabelBank, batch: StepBa
     step first. `pool`: the loop's pool view with its tensors on the batch's device.
     `gen`: draws the label bank's positives and hard negatives (plans that use the bank).
     """
-    b, nl, nu = batch, batch.nl, batch.xu1.shape[0]
-    extra = [x for x in (b.xlc, b.xuc) if x is not None]  # classification views, after views 1
+    b = batch
+    views = {"l1": b.xl1, "u1": b.xu1}  # view 1, then the classification views where there are any
+    views.update({name: x for name, x in (("lc", b.xlc), ("uc", b.xuc)) if x is not None})
     both = plan.needs_bank or plan.denied_consistency  # the key encoder sees the labeled view 2 too
     with precision.autocast():
-        logits, q = qnet(torch.cat([b.xl1, b.xu1, *extra]))
+        fq = forward_groups(qnet, views)
     with torch.no_grad():
         model.momentum_update(plan.teacher_decay)
         with precision.autocast():  # labeled keys only for the bank terms and the teacher
-            logits_k, k = model.keys(torch.cat([b.xl2, b.xu2]) if both else b.xu2)
+            fk = forward_groups(model.keys, {"l2": b.xl2, "u2": b.xu2} if both else {"u2": b.xu2})
     if precision.enabled:
-        logits, q, logits_k, k = logits.float(), q.float(), logits_k.float(), k.float()
-    ql, qu = q[:nl], q[nl:nl + nu]
-    kl, ku = (k[:nl], k[nl:]) if both else (None, k)
-    logits_u = logits[nl:nl + nu]
-    cls_l = logits[nl + nu:2 * nl + nu] if b.xlc is not None else logits[:nl]  # what L_sup, L_neg see
-    cls_u = logits[logits.shape[0] - b.xuc.shape[0]:] if b.xuc is not None else logits_u
+        fq, fk = fq.float(), fk.float()
+    ql, qu = fq.emb("l1"), fq.emb("u1")
+    kl, ku = (fk.emb("l2") if both else None), fk.emb("u2")
+    logits_u = fq.logits("u1")
+    cls_l = fq.logits("lc" if b.xlc is not None else "l1")  # what L_sup, L_neg see
+    cls_u = fq.logits("uc") if b.xuc is not None else logits_u
+    logits_k = fk.all_logits
     yl = pool.labels[b.idl]
     sup_mask = pool.in_sup[b.idl]
     den_u = pool.denied[b.idu]

@@ -22,7 +22,7 @@ the start ``S_k`` depends on the rule:
 - ``across_queries`` (the paper's reading, m = 30 with 25-epoch cycles): S_1 = 0 and
   S_k = the end of stage 1 for k >= 2. A window reaches back across earlier queries,
   but never into stage 1 for k >= 2: stage 1 records only query 1's window, so
-  ``pretrain`` does not depend on ``query_times`` (DESIGN §4) and changing it reuses
+  ``pretrain`` does not depend on ``query_times`` (docs/design.md §4) and changing it reuses
   the cached stage 1. The first query's window lies inside stage 1 under both rules.
 
 Under ``across_queries`` one cycle's training may feed several later queries (paper
