@@ -46,7 +46,6 @@ from pipeline.core.errors import ObcpError
 from pipeline.core.io import read_parquet, write_parquet
 
 KINDS: tuple[str, ...] = ("one_bit", "full")
-ORACLES: tuple[str, ...] = ("simulated", "human")
 COLUMN_DTYPES: dict[str, str] = {
     "cycle": "int64",
     "epoch": "int64",
@@ -119,7 +118,7 @@ def ledger_rows(
             label_given), score, rank]. Other columns are ignored, so a cycle's
             queries.parquet can be passed as is.
         cycle, epoch: the cycle (>= 1) and the global epoch of the query.
-        strategy, oracle, arm, seed: describe the run (oracle in :data:`ORACLES`).
+        strategy, oracle, arm, seed: describe the run (oracle: a registered oracle's name).
         kind: ``one_bit`` or ``full``.
         true_labels: [N] ground truth (simulated oracle). If None, a ``true_label``
             column of ``queries`` is used when present, else -1.
@@ -129,8 +128,8 @@ def ledger_rows(
     """
     if kind not in KINDS:
         raise LedgerError(f"kind must be one of {list(KINDS)}, got {kind!r}.")
-    if oracle not in ORACLES:
-        raise LedgerError(f"oracle must be one of {list(ORACLES)}, got {oracle!r}.")
+    if not (isinstance(oracle, str) and oracle.isidentifier()):
+        raise LedgerError(f"oracle must be an oracle's name (an identifier), got {oracle!r}.")
     if int(cycle) < 1:
         raise LedgerError(f"ledger rows belong to a query cycle >= 1, got cycle {cycle}.")
     label_col = "label" if "label" in queries.columns else "label_given"
