@@ -63,7 +63,7 @@ def test_rows_validation():
         ledger.ledger_rows(pd.DataFrame({"sample_id": [1]}), cycle=1, epoch=1, strategy="obcp",
                            oracle="simulated", arm="a", seed=0)
     with pytest.raises(ledger.LedgerError, match="oracle must be"):
-        _ = ledger.ledger_rows(pd.DataFrame(), cycle=1, epoch=1, strategy="obcp", oracle="crowd", arm="a", seed=0)
+        _ = ledger.ledger_rows(pd.DataFrame(), cycle=1, epoch=1, strategy="obcp", oracle="a crowd", arm="a", seed=0)
     with pytest.raises(ledger.LedgerError, match="cycle >= 1"):
         _one_bit(0, [1], [1])
 
