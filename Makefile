@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test bench gpu-check study study-report clean-runs
+.PHONY: setup repro test docs bench gpu-check study study-report clean-runs
 
 setup:
 	@bash .ci/setup
@@ -15,6 +15,12 @@ repro: setup
 
 test: setup
 	python -m pytest -q
+
+# Regenerate docs/parameters.md, docs/cli.md and the README's and docs' tables from the code and the
+# committed reports, then build the site into site/ (offline; `mkdocs serve` previews it)
+docs: setup
+	python -m pipeline.tools.docs
+	NO_MKDOCS_2_WARNING=1 mkdocs build --strict --quiet
 
 bench: setup
 	obcp bench

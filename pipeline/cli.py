@@ -157,26 +157,27 @@ def audit_summary(
 
 
 def _step(name: str, cycle: int, arm: str, seed: int, params: Path) -> None:
-    from pipeline.loop import active
     from pipeline.core.context import open_run
+    from pipeline.loop import steps
+    from pipeline.loop.cycle import Cycle, cycle_key
 
     with reported():
         ctx = open_run(params, seed)
-        c = active.Cycle(ctx, arm, cycle)
+        c = Cycle(ctx, arm, cycle)
         ctx.params.arm(arm)
         if not 1 <= cycle <= ctx.params.query_times:
             raise ObcpError(f"--cycle {cycle} is outside 1..query_times ({ctx.params.query_times}).")
         if name == "score":
-            frame = active.score_step(c)
+            frame = steps.score_step(c)
             typer.echo(f"scored {len(frame)} candidates, {int(frame['selected'].sum())} selected → {c.dir}")
         elif name == "oracle":
-            frame = active.oracle_step(c)
+            frame = steps.oracle_step(c)
             typer.echo(f"answered {len(frame)} questions ({int(frame['answer'].sum())} yes) → {c.dir}")
         elif name == "update":
-            pool = active.update_step(c)
+            pool = steps.update_step(c)
             typer.echo(f"pool updated: {(pool['status'] != 'unlabeled').sum()} labeled → {c.dir}")
         else:
-            manifest = active.retrain_step(c, active.cycle_key(c))
+            manifest = steps.retrain_step(c, cycle_key(c))
             typer.echo(f"retrained cycle {cycle}: test {manifest.get('test')}")
 
 

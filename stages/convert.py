@@ -13,7 +13,7 @@ from pipeline.core.layout import Layout
 
 def main(params: Path = Path("params.yaml")) -> None:
     with reported():
-        p = load_params(params).dataset
+        p = load_params(params, names=False).dataset
         data_dir = Layout(p.name).data_dir
         io.remove_stale_temps(data_dir)
         source = get_source(p.name, Path(p.root), download=p.download)

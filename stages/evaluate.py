@@ -18,7 +18,7 @@ def main(
     params: Path = Path("params.yaml"),
 ) -> None:
     with reported():
-        p = load_params(params)
+        p = load_params(params, names=False)
         layout = Layout(p.dataset.name)
         num_classes = read_classes(layout.data_dir)["num_classes"]
         num_train = int((read_index(layout.data_dir)["split"] == "train").sum())

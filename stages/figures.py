@@ -16,7 +16,7 @@ from pipeline.reporting.results import collect, final_summary, load_ledgers, rea
 
 def main(params: Path = Path("params.yaml")) -> None:
     with reported():
-        p = load_params(params)
+        p = load_params(params, names=False)
         layout = Layout(p.dataset.name)
         reports = layout.summary_metrics.parent
         io.remove_stale_temps(reports, recursive=False)

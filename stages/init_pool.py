@@ -13,11 +13,11 @@ from pipeline.pool.pools import initial_pool, summary, write_pool
 
 def main(seed: int = typer.Option(...), params: Path = Path("params.yaml")) -> None:
     with reported():
-        layout = Layout(load_params(params).dataset.name)
+        layout = Layout(load_params(params, names=False).dataset.name)
         io.remove_stale_temps(layout.initial_pool(seed).parent)
         index = read_index(layout.data_dir)
         labels = index[index["split"] == "train"].sort_values("sample_id")["label"].to_numpy()
-        p = load_params(params, pool_size=len(labels))
+        p = load_params(params, pool_size=len(labels), names=False)
         size = resolve_size(p.budget.initial, len(labels))
         pool = initial_pool(labels, size, class_balanced=p.budget.class_balanced, seed=seed)
         num_classes = read_classes(layout.data_dir)["num_classes"]

@@ -21,7 +21,7 @@ def main(
 ) -> None:
     with reported():
         progress.set_verbose(verbose)
-        ctx = open_run(params, seed)
+        ctx = open_run(params, seed, names=False)
         out = ctx.layout.stage1_dir(seed)
         if dist.is_main():  # the only rank that writes
             io.remove_stale_temps(out)

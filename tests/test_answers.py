@@ -137,7 +137,7 @@ def test_discarding_cycles_keeps_their_answers_or_stops(tmp_path):
     invalid one stops the discard before anything is deleted."""
     import torch
 
-    from pipeline.loop.active import discard_from
+    from pipeline.loop.cycle import discard_from
     from pipeline.core.config import parse_params
     from pipeline.core.context import RunContext
 

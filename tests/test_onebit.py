@@ -12,12 +12,14 @@ import torch
 import yaml
 
 from conftest import ROOT, project_from
-from pipeline.loop.active import Cycle, cycle_key, score_step
+from pipeline.loop.cycle import Cycle, cycle_key
+from pipeline.loop.steps import score_step
 from pipeline.core.config import ArmParams, ContrastiveParams, LossParams, OnebitParams, load_params
 from pipeline.core.context import open_run
 from pipeline.method.moco import LabelBank
 from pipeline.loop.runs import fresh_state, stage1_meta
-from pipeline.loop.train import Precision, load_checkpoint, predict, step_loss
+from pipeline.loop.inference import predict
+from pipeline.loop.train import Precision, load_checkpoint, step_loss
 from pipeline.method.methods import stage2_plan
 from pipeline.method.plan import sigmoid_rampup
 from test_views import tiny_batch, tiny_model, tiny_pool

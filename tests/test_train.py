@@ -82,7 +82,7 @@ def test_stop_and_resume_is_bitwise_identical(digits_data, tmp_path):
 
 def test_stage1_does_not_depend_on_query_times_or_window(digits_data, tmp_path):
     """pretrain's outputs are the same bytes whatever query_times and selection.window are
-    (DESIGN §4; so DVC may reuse the cached stage 1 when they change)."""
+    (docs/design.md §4; so DVC may reuse the cached stage 1 when they change)."""
     outs = []
     variants = {"a": {"query_times": 2}, "b": {"query_times": 1, "selection": {"window": "across_queries"}}}
     for name, over in variants.items():

@@ -17,7 +17,8 @@ from pipeline.method.models import build_encoder
 from pipeline.method.moco import LabelBank, ObCP
 from pipeline.pool.pools import read_pool
 from pipeline.loop.runs import fresh_state, loop_config
-from pipeline.loop.train import (LossPlan, PoolView, Precision, StepBatch, loop_views, pool_view, predict, record_pass,
+from pipeline.loop.inference import predict
+from pipeline.loop.train import (LossPlan, PoolView, Precision, StepBatch, loop_views, pool_view, record_pass,
                                  stage1_plan, step_loss, train_epochs)
 from pipeline.method.methods import stage2_plan
 

@@ -53,26 +53,26 @@ class DatasetParams:
 @dataclass(frozen=True)
 class BudgetParams:
     initial: Union[int, float] = 100  # |I^S|: a count, or a fraction of the train set (float ≤ 1)
-    class_balanced: bool = True
+    class_balanced: bool = True  # draw I^S with as equal a count per class as possible
     one_bit: Union[int, float] = 400  # |T^O| over all cycles: a count, or a fraction of the train set
 
 
 @dataclass(frozen=True)
 class ModelParams:
     arch: str = "smallcnn"
-    width: int = 32
-    proj_dim: int = 128
+    width: int = 32  # channel width of smallcnn (ignored by the torchvision backbones)
+    proj_dim: int = 128  # size of the L2-normalised projection the contrastive terms compare
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    stage1_epochs: int = 20
+    stage1_epochs: int = 20  # stage 1 (pretrain): L_sup + λ_ctr·L_c.u on I^S and the unlabeled pool
     stage2_epochs: int = 20  # split evenly over the query cycles
     batch_size: int = 64  # labeled batch B_l
     unlabeled_ratio: int = 1  # μ: unlabeled batch B_u = μ·B_l
-    lr: float = 0.03
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    lr: float = 0.03  # SGD learning rate, a cosine over stage 1 + stage 2
+    momentum: float = 0.9  # SGD momentum
+    weight_decay: float = 5e-4  # SGD weight decay
     num_workers: int = 1
     cpu_threads: int = 1  # torch intra-op threads per process on CPU; fixed, so results do not depend on the machine
     amp: bool = True  # mixed precision on GPU: float16 autocast + GradScaler
@@ -91,8 +91,8 @@ class ContrastiveParams:
 
 @dataclass(frozen=True)
 class LossParams:
-    lambda_ctr: float = 0.1
-    lambda_neg: float = 0.1
+    lambda_ctr: float = 0.1  # λ_ctr: weight of the contrastive terms L_c.u + L_c.l + L_c.n
+    lambda_neg: float = 0.1  # λ_neg: weight of the negative loss L_neg (Eq. 6)
 
 
 @dataclass(frozen=True)
@@ -114,25 +114,25 @@ class OnebitParams:
 
 @dataclass(frozen=True)
 class OracleParams:
-    kind: str = "simulated"
+    kind: str = "simulated"  # who answers: simulated (the ground truth) | human (a person)
 
 
 @dataclass(frozen=True)
 class DdpParams:
-    nproc: int = 1
-    backend: str = "auto"
+    nproc: int = 1  # processes per training stage (torchrun when > 1)
+    backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | gloo | nccl
 
 
 @dataclass(frozen=True)
 class ArmParams:
     """One compared method. The four switches are paper Table 4's ablations."""
 
-    method: str = "obcp"
-    strategy: str = "obcp"
-    yes_in_sup: bool = True
-    yes_in_ctr: bool = True
-    neg_ctr: bool = True
-    neg_loss: bool = True
+    method: str = "obcp"  # how the answers are used: obcp | onebit | fullbit (or a plugin's)
+    strategy: str = "obcp"  # which samples are asked: obcp (Eq. 7) | random | max | diff2 | entropy (or a plugin's)
+    yes_in_sup: bool = True  # yes samples join L_sup (Table 4: adding in sup.)
+    yes_in_ctr: bool = True  # yes samples join the contrastive terms, L_c.l (Table 4: adding in ctr.)
+    neg_ctr: bool = True  # no answers give hard negatives in L_c.n (Table 4: neg ctr.)
+    neg_loss: bool = True  # no answers enter L_neg (Table 4: neg loss)
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class Params:
     onebit: OnebitParams = field(default_factory=OnebitParams)
     oracle: OracleParams = field(default_factory=OracleParams)
     ddp: DdpParams = field(default_factory=DdpParams)
-    seeds: tuple[int, ...] = (0,)
+    seeds: tuple[int, ...] = (0,)  # init_pool … evaluate run once per seed; results: mean ± std over seeds
     plugins: tuple[str, ...] = ()  # the project's own strategies/methods/oracles (pipeline/core/plugins.py)
     arms: dict[str, ArmParams] = field(default_factory=lambda: {"obcp": ArmParams()})
 
@@ -260,7 +260,7 @@ def resolve_size(value: int | float, pool: int) -> int:
     return int(value)
 
 
-def _validate(p: Params, problems: list[str], pool: int | None) -> None:
+def _validate(p: Params, problems: list[str], pool: int | None, names: bool = True) -> None:
     pos_int = {
         "query_times": p.query_times,
         "model.width": p.model.width,
@@ -309,15 +309,16 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
         problems.append(f"selection.t: t ({t}) must be ≤ m ({m})")
     _check_choice(p.dataset.name, DATASETS, "dataset.name", problems)
     _check_choice(p.model.arch, ARCHS, "model.arch", problems)
-    _check_choice(p.oracle.kind, ORACLES.names(), "oracle.kind", problems)
     _check_choice(p.selection.window, WINDOWS, "selection.window", problems)
     _check_choice(p.ddp.backend, BACKENDS, "ddp.backend", problems)
     _check_choice(p.train.view_backend, VIEW_BACKENDS, "train.view_backend", problems)
     _check_choice(p.selection.history_view, HISTORY_VIEWS, "selection.history_view", problems)
     _check_choice(p.train.sup_view, SUP_VIEWS, "train.sup_view", problems)
-    for name, arm in p.arms.items():
-        _check_choice(arm.method, METHODS.names(), f"arms.{name}.method", problems)
-        _check_choice(arm.strategy, STRATEGIES.names(), f"arms.{name}.strategy", problems)
+    if names:
+        _check_choice(p.oracle.kind, ORACLES.names(), "oracle.kind", problems)
+        for name, arm in p.arms.items():
+            _check_choice(arm.method, METHODS.names(), f"arms.{name}.method", problems)
+            _check_choice(arm.strategy, STRATEGIES.names(), f"arms.{name}.strategy", problems)
     if len(set(p.seeds)) != len(p.seeds):
         problems.append(f"seeds: duplicates in {list(p.seeds)}")
     _check_size(p.budget.initial, "budget.initial", problems, pool)
@@ -340,28 +341,30 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
 
 
 def parse_params(raw: Any, *, pool_size: int | None = None, source: str = "params.yaml",
-                 root: Path | None = None) -> Params:
+                 root: Path | None = None, names: bool = True) -> Params:
     """Validate a params mapping into `Params`; raise `ParamsError` listing every problem.
 
-    `pool_size` (the number of train samples) enables the budget-vs-pool checks. The
-    `plugins` are imported (relative to `root`, default the folder of `source`) before the
-    arms' strategy and method names are checked, so an arm may name a plugin's.
+    `pool_size` (the number of train samples) enables the budget-vs-pool checks. With
+    `names`, the `plugins` are imported (relative to `root`, default the folder of `source`)
+    and the arms' strategies and methods and the oracle are checked against the registries
+    (which imports them); stages that never run them pass `names=False`, so editing a
+    strategy does not rerun `convert` (the `validate` stage checks every name first).
     """
     problems: list[str] = []
     params = _build(Params, raw, "", problems)
-    if params.plugins:
+    if names and params.plugins:
         base = Path(source).parent if root is None else Path(root)
         try:
             plugin_modules.load(params.plugins, base)
         except ObcpError as exc:
             problems.append(str(exc))
-    _validate(params, problems, pool_size)
+    _validate(params, problems, pool_size, names)
     if problems:
         raise ParamsError(problems, source)
     return params
 
 
-def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = None) -> Params:
+def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = None, names: bool = True) -> Params:
     """Read and validate params.yaml (see `parse_params`)."""
     path = Path(path)
     if not path.exists():
@@ -370,7 +373,7 @@ def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = Non
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError([f"not valid YAML: {exc}"], str(path)) from None
-    return parse_params(raw, pool_size=pool_size, source=str(path))
+    return parse_params(raw, pool_size=pool_size, source=str(path), names=names)
 
 
 def as_dict(obj: Any) -> Any:

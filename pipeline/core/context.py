@@ -45,14 +45,18 @@ class RunContext:
         return resolve_size(self.params.budget.one_bit, self.num_samples)
 
 
-def open_run(params_path: str | Path = "params.yaml", seed: int = 0, *, root: Path = Path(".")) -> RunContext:
+def open_run(params_path: str | Path = "params.yaml", seed: int = 0, *, root: Path = Path("."),
+             names: bool = True) -> RunContext:
     """Load and validate params against the converted dataset; pick the device.
+
+    `names=False` skips the registries (strategies, methods, oracles, plugins): stage 1
+    never runs them (see `pipeline.core.config.parse_params`).
 
     Under `torchrun` (WORLD_SIZE > 1) this also joins the process group.
     """
     from pipeline.data.beton import check_beton  # FFCV: only training stages open a run
 
-    params = load_params(params_path)
+    params = load_params(params_path, names=names)
     layout = Layout(params.dataset.name, Path(root))
     index = read_index(layout.data_dir)
     classes = read_classes(layout.data_dir)
@@ -60,7 +64,7 @@ def open_run(params_path: str | Path = "params.yaml", seed: int = 0, *, root: Pa
         check_beton(layout.beton(split))
     train = index[index["split"] == "train"].sort_values("sample_id")
     test = index[index["split"] == "test"].sort_values("sample_id")
-    params = load_params(params_path, pool_size=len(train))  # budget-vs-pool checks
+    params = load_params(params_path, pool_size=len(train), names=names)  # budget-vs-pool checks
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
         dist.setup(params.ddp.backend)

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import datetime
 import os
-from typing import Any, TypeVar
+from typing import Callable, Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from pipeline.core.errors import ObcpError
+from pipeline.core.errors import ObcpError, Waiting
 
 T = TypeVar("T")
 
@@ -180,3 +180,33 @@ def sync_buffers(module: torch.nn.Module, src: int = 0) -> None:
         torch.distributed.broadcast(moved, src)
         if moved is not buf:
             buf.copy_(moved)
+
+
+def on_main(fn: Callable[[], object]) -> None:
+    """Run `fn` on rank 0 only; an ObcpError there stops every rank the same way (a rank
+    other than 0 raises `Waiting` when rank 0 waits for answers, else `ObcpError`)."""
+    error: ObcpError | None = None
+    if is_main():
+        try:
+            fn()
+        except ObcpError as exc:
+            if not is_dist():
+                raise
+            error = exc
+    summary = broadcast_object(None if error is None else (isinstance(error, Waiting), f"{type(error).__name__}: {error}"))
+    if error is not None:
+        raise error
+    if summary is not None:
+        waiting, text = summary
+        raise (Waiting if waiting else ObcpError)(f"rank 0 stopped: {text}")
+
+
+def main_value(fn: Callable[[], T]) -> T:
+    """`fn()` computed on rank 0 and given to every rank (an ObcpError stops every rank)."""
+    box: list = [None]
+
+    def run() -> None:
+        box[0] = fn()
+
+    on_main(run)
+    return broadcast_object(box[0])

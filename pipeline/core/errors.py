@@ -20,6 +20,13 @@ class ObcpError(Exception):
     exit_code = 2
 
 
+class Waiting(ObcpError):
+    """Not an error: the stage waits for a person (answers to questions); exit code 3, so a
+    script can tell waiting from failing."""
+
+    exit_code = 3
+
+
 @contextlib.contextmanager
 def reported() -> Iterator[None]:
     """Turn an ObcpError into its message on stderr and its exit code (no traceback).

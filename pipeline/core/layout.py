@@ -1,4 +1,4 @@
-"""Where every artifact lives (DESIGN §3). The only place that builds artifact paths."""
+"""Where every artifact lives (docs/design.md §3). The only place that builds artifact paths."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -26,7 +26,7 @@ import torch
 
 from pipeline.core import distributed as dist
 from pipeline.loop import progress
-from pipeline.loop.active import Cycle, _on_main, discard_from, keep_answers, run_cycle
+from pipeline.loop.cycle import Cycle, discard_from, keep_answers, run_cycle
 from pipeline.core.context import RunContext
 from pipeline.core.errors import ObcpError
 from pipeline.oracle.sheets import AnswersMissing
@@ -94,7 +94,7 @@ def _run_arm(ctx: RunContext, arm: str, *, log: Log, on_cycle: Callable[[progres
     """Every cycle of one arm and seed, then drop cycles beyond `query_times`; after each
     cycle rank 0 calls `on_cycle` with its summary. Returns the number of cycles.
 
-    The loop of `pipeline.loop.active.run_active`, with the report after each cycle: keep the
+    The loop of `pipeline.loop.cycle.run_active`, with the report after each cycle: keep the
     two in step (or give run_active an ``on_cycle`` hook and call it here)."""
     ctx.params.arm(arm)  # clear error for an unknown arm
     cycles = ctx.params.query_times
@@ -103,8 +103,9 @@ def _run_arm(ctx: RunContext, arm: str, *, log: Log, on_cycle: Callable[[progres
         manifest = run_cycle(c, log=log, progress=progress.verbose())
         if on_cycle is not None and dist.is_main():
             on_cycle(progress.CycleDone.from_manifest(arm, ctx.seed, k, cycles, manifest,
-                                                      seconds=time.perf_counter() - t0, full_labels=c.full_labels))
-    _on_main(lambda: discard_from(ctx, arm, cycles + 1, why=f"beyond query_times = {cycles}", log=log))
+                                                      seconds=time.perf_counter() - t0,
+                                                      full_labels=c.method.question == "full"))
+    dist.on_main(lambda: discard_from(ctx, arm, cycles + 1, why=f"beyond query_times = {cycles}", log=log))
     return cycles
 
 

@@ -1,14 +1,15 @@
 """What every training stage builds from a `RunContext`: the loop's config, a fresh
 state, the identity its checkpoints carry, and the test accuracy recorded beside them.
 
-Stage 1 (`pipeline.loop.pretrain`) and every cycle of stage 2 (`pipeline.loop.active`) use these,
+Stage 1 (`pipeline.loop.pretrain`) and every cycle of stage 2 (`pipeline.loop.cycle`) use these,
 so a checkpoint written by one loads in the other.
 """
 from __future__ import annotations
 
 from pipeline.core.context import RunContext
 from pipeline.method.moco import ObCP
-from pipeline.loop.train import LoopConfig, TrainState, build_state, test_accuracy
+from pipeline.loop.inference import test_accuracy
+from pipeline.loop.train import LoopConfig, TrainState, build_state
 
 
 def stage1_meta(ctx: RunContext) -> dict:

@@ -37,6 +37,7 @@ from pipeline.method.plan import LossPlan, sigmoid_rampup, stage1_plan  # noqa: 
 from pipeline.data.loaders import Batch, ViewLoader, make_loader
 from pipeline.core.errors import ObcpError
 from pipeline.method.history import Recorder
+from pipeline.loop.inference import predict_batches
 from pipeline.method.moco import LabelBank, ObCP
 from pipeline.method.models import build_encoder
 
@@ -352,6 +353,37 @@ def step_batch(lab: Batch, unl: Batch | None, device: torch.device) -> StepBatch
 
 
 @dataclass(frozen=True)
+class GroupForward:
+    """One forward pass over named view groups, concatenated in order (one batch, so
+    train-mode BatchNorm sees them together): logits [N, C] and embeddings [N, D] of all
+    N rows, read back by group name."""
+
+    all_logits: torch.Tensor
+    all_emb: torch.Tensor
+    spans: dict[str, slice]
+
+    def logits(self, group: str) -> torch.Tensor:
+        return self.all_logits[self.spans[group]]
+
+    def emb(self, group: str) -> torch.Tensor:
+        return self.all_emb[self.spans[group]]
+
+    def float(self) -> GroupForward:
+        return dataclasses.replace(self, all_logits=self.all_logits.float(), all_emb=self.all_emb.float())
+
+
+def forward_groups(net: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                   groups: dict[str, torch.Tensor]) -> GroupForward:
+    """`net` on the groups' tensors [n_g, 3, H, W] concatenated in the dict's order."""
+    spans, start = {}, 0
+    for name, x in groups.items():
+        spans[name] = slice(start, start + x.shape[0])
+        start += x.shape[0]
+    logits, emb = net(torch.cat(list(groups.values())))
+    return GroupForward(logits, emb, spans)
+
+
+@dataclass(frozen=True)
 class StepLoss:
     """A step's loss and the forward results that the loop uses after the update."""
 
@@ -371,22 +403,24 @@ def step_loss(model: ObCP, qnet: torch.nn.Module, bank: LabelBank, batch: StepBa
     step first. `pool`: the loop's pool view with its tensors on the batch's device.
     `gen`: draws the label bank's positives and hard negatives (plans that use the bank).
     """
-    b, nl, nu = batch, batch.nl, batch.xu1.shape[0]
-    extra = [x for x in (b.xlc, b.xuc) if x is not None]  # classification views, after views 1
+    b = batch
+    views = {"l1": b.xl1, "u1": b.xu1}  # view 1, then the classification views where there are any
+    views.update({name: x for name, x in (("lc", b.xlc), ("uc", b.xuc)) if x is not None})
     both = plan.needs_bank or plan.denied_consistency  # the key encoder sees the labeled view 2 too
     with precision.autocast():
-        logits, q = qnet(torch.cat([b.xl1, b.xu1, *extra]))
+        fq = forward_groups(qnet, views)
     with torch.no_grad():
         model.momentum_update(plan.teacher_decay)
         with precision.autocast():  # labeled keys only for the bank terms and the teacher
-            logits_k, k = model.keys(torch.cat([b.xl2, b.xu2]) if both else b.xu2)
+            fk = forward_groups(model.keys, {"l2": b.xl2, "u2": b.xu2} if both else {"u2": b.xu2})
     if precision.enabled:
-        logits, q, logits_k, k = logits.float(), q.float(), logits_k.float(), k.float()
-    ql, qu = q[:nl], q[nl:nl + nu]
-    kl, ku = (k[:nl], k[nl:]) if both else (None, k)
-    logits_u = logits[nl:nl + nu]
-    cls_l = logits[nl + nu:2 * nl + nu] if b.xlc is not None else logits[:nl]  # what L_sup, L_neg see
-    cls_u = logits[logits.shape[0] - b.xuc.shape[0]:] if b.xuc is not None else logits_u
+        fq, fk = fq.float(), fk.float()
+    ql, qu = fq.emb("l1"), fq.emb("u1")
+    kl, ku = (fk.emb("l2") if both else None), fk.emb("u2")
+    logits_u = fq.logits("u1")
+    cls_l = fq.logits("lc" if b.xlc is not None else "l1")  # what L_sup, L_neg see
+    cls_u = fq.logits("uc") if b.xuc is not None else logits_u
+    logits_k = fk.all_logits
     yl = pool.labels[b.idl]
     sup_mask = pool.in_sup[b.idl]
     den_u = pool.denied[b.idu]
@@ -602,66 +636,3 @@ def _fill_bank(state: TrainState, pool: PoolView, cfg: LoopConfig) -> None:
         _, k = state.model.keys(batch.views[0].to(cfg.device))
         # every rank computes the same keys (same weights, same data), so no gather is needed
         state.bank.update(batch.ids.to(cfg.device), k.float(), gather=False)
-
-
-@torch.no_grad()
-def predict_batches(
-    model: ObCP, beton: Path, ids: np.ndarray | None, *, device: torch.device, batch_size: int = 512,
-    num_workers: int = 1, view: str = "clean", seed: int = 0, epoch: int = 0, hflip: bool = False,
-    distributed: bool = False, teacher: bool = False,
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Eval-mode softmax of the query encoder (the key encoder with `teacher`), streamed:
-    (ids [b], probs [b, C] float32) per batch, in id order. Memory O(batch·C) whatever the
-    number of samples.
-
-    `view`: "clean", or "weak" (a shift, + flip with `hflip`, drawn from (seed, epoch,
-    sample)). `distributed`: this rank's shard of `ids` only (every rank gets the same
-    number of batches)."""
-    loader = make_loader(
-        beton, batch_size=batch_size, views=[view], indices=ids, order="sequential", seed=seed,
-        num_workers=num_workers, hflip=hflip, distributed=distributed,
-    )
-    loader.set_epoch(epoch)
-    forward = model.keys if teacher else model
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in loader:
-            logits, _ = forward(batch.views[0].to(device))
-            yield batch.ids.numpy().copy(), torch.softmax(logits.float(), dim=1).cpu().numpy()
-    finally:
-        model.train(was_training)
-
-
-def predict(
-    model: ObCP, beton: Path, ids: np.ndarray | None, *, device: torch.device, batch_size: int = 512,
-    num_workers: int = 1, teacher: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """All of `predict_batches` (clean view) at once: (ids [n], probs [n, C]) in id order."""
-    parts = list(predict_batches(model, beton, ids, device=device, batch_size=batch_size, num_workers=num_workers,
-                                 teacher=teacher))
-    if not parts:
-        return np.zeros(0, np.int64), np.zeros((0, 0), np.float32)
-    all_ids = np.concatenate([i for i, _ in parts])
-    probs = np.concatenate([p for _, p in parts])
-    order = np.argsort(all_ids, kind="stable")
-    return all_ids[order], probs[order]
-
-
-def test_accuracy(model: ObCP, beton: Path, labels: np.ndarray, *, device: torch.device,
-                  num_workers: int = 1) -> dict[str, float]:
-    """{"top1": …[, "top5": …]} in [0, 1] of `model` on every sample of `beton` (labels [n] by id)."""
-    _, probs = predict(model, beton, None, device=device, num_workers=num_workers)
-    out = {"top1": accuracy(probs, labels, 1)}
-    if probs.shape[1] > 10:
-        out["top5"] = accuracy(probs, labels, 5)
-    return out
-
-
-def accuracy(probs: np.ndarray, labels: np.ndarray, k: int = 1) -> float:
-    """Top-k accuracy in [0, 1] of probs [n, C] against labels [n]."""
-    if len(labels) == 0:
-        return float("nan")
-    topk = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return float((topk == labels[:, None]).any(axis=1).mean())
-

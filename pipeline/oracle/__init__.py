@@ -1,0 +1,1 @@
+"""Oracles: who answers (oracles), the human answer store (answers), question sheets (sheets), the answer page (annotate) and Label Studio."""

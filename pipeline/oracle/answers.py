@@ -1,4 +1,4 @@
-"""The answer store: every answer a person gave, kept outside the cycles (DESIGN §3, §5).
+"""The answer store: every answer a person gave, kept outside the cycles (docs/design.md §3, §5).
 
 File: ``reports/answers/<dataset>.parquet`` (:meth:`pipeline.core.layout.Layout.answer_store`),
 shared by every arm and seed of the dataset: it is keyed by the question, so a question

@@ -1,4 +1,4 @@
-"""Oracles that answer "is sample x of class y?" with yes or no (DESIGN §5).
+"""Oracles that answer "is sample x of class y?" with yes or no (docs/design.md §5).
 
 - simulated: answers from the ground-truth labels (:func:`simulated_answers`).
 - human: the oracle step writes a question sheet into the cycle folder
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.oracle import answers as store
-from pipeline.core.errors import ObcpError
+from pipeline.core.errors import ObcpError, Waiting
 from pipeline.core.io import write_bytes, write_csv, write_json
 
 QUESTIONS_CSV = "questions.csv"
@@ -45,11 +45,9 @@ class OracleError(ObcpError):
     """Bad input to an oracle (queries, labels, images, class names)."""
 
 
-class AnswersMissing(OracleError):
+class AnswersMissing(OracleError, Waiting):
     """Questions of a cycle wait for a person's answers; the stage stops and resumes when
     they arrive. Its own exit code (3), so a script can tell waiting from an error (2)."""
-
-    exit_code = 3
 
 
 class AnswersError(OracleError):

@@ -1,4 +1,4 @@
-"""The query ledger: one row per label request ever made, for audit (DESIGN §3).
+"""The query ledger: one row per label request ever made, for audit (docs/design.md §3).
 
 File: ``reports/ledger/seed<S>/<arm>.parquet``. Columns:
 

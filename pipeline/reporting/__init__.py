@@ -1,0 +1,1 @@
+"""Reporting: per-seed metrics, the results table and the figures."""

@@ -41,7 +41,6 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.config import ArmParams
-from pipeline.core.registry import STRATEGIES
 from pipeline.selection.diagnostics import QUALITY
 from pipeline.core.errors import ObcpError
 from pipeline.core.layout import metrics_file as metrics_path  # <dir>/seed<S>/<arm>.json
@@ -260,15 +259,13 @@ def main_arms(results: pd.DataFrame) -> list[str]:
 def strategy_arms(results: pd.DataFrame) -> list[str]:
     """Arms of the selection comparison (paper Fig. 5): method obcp, every switch on, one per strategy.
 
-    Ordered as the strategy registry (`pipeline.core.registry.STRATEGIES`: obcp first), then
-    strategies it does not know (a plugin's) in arm order; an arm named after its strategy is
-    preferred when several share it.
+    Ordered as the arms first name each strategy, Eq. 7 (`obcp`) first; an arm named after its
+    strategy is preferred when several share it.
     """
     info = _arm_info(results)
     info = info[info["method"] == "obcp"]
     info = info[info.apply(_all_switches_on, axis=1)] if len(info) else info
-    known = STRATEGIES.names()
-    order = [*known, *dict.fromkeys(s for s in info["strategy"] if s not in known)]
+    order = dict.fromkeys(["obcp", *info["strategy"]])
     chosen = []
     for strategy in order:
         name = _pick(info[info["strategy"] == strategy], strategy)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.loop import active
+from pipeline.loop import steps
 from pipeline.core import distributed as dist
 
 
@@ -29,7 +29,7 @@ def digest(state: dict[str, torch.Tensor]) -> str:
 def main(project: Path, out: Path) -> None:
     states: list[dict[str, str]] = []
     writes: list[str] = []
-    train_epochs, replace = active.train_epochs, os.replace
+    train_epochs, replace = steps.train_epochs, os.replace
 
     def spy_train(state, *args, **kwargs):
         rows = train_epochs(state, *args, **kwargs)
@@ -42,7 +42,7 @@ def main(project: Path, out: Path) -> None:
             writes.append(str(target.relative_to(project.resolve())))
         return replace(src, dst, *args, **kwargs)
 
-    active.train_epochs, os.replace = spy_train, spy_replace
+    steps.train_epochs, os.replace = spy_train, spy_replace
     os.chdir(project)
     from stages.active import main as stage
 

@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 
-from pipeline.loop.active import run_active
+from pipeline.loop.cycle import run_active
 from pipeline.core.context import RunContext
 from pipeline.data import get_source
 from pipeline.pool.pools import read_pool

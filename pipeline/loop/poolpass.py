@@ -1,0 +1,120 @@
+"""One pass over a query's candidates that computes what the arm's strategy needs.
+
+Every strategy gets the candidates' ids, the asked class (the asking network's argmax over
+classes not yet denied), the predicted class and its probability. The other inputs are
+computed only when the strategy declares them (`Strategy.needs`), in the same pass:
+
+- per-sample strategies are scored batch by batch (memory O(N) for the scores);
+- batch strategies get every candidate's declared arrays at once ([n, F] embeddings,
+  [n, F·C] gradient embeddings, the labeled set's [m, F] embeddings).
+
+Under DDP every rank predicts its shard of the candidates and rank 0 gathers them, as the
+Eq. 7 history pass does; only rank 0 gets the scored frame (the others get None).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.core import distributed as dist
+from pipeline.loop.inference import PassBatch, pass_batches
+from pipeline.method.history import PredictionHistory
+from pipeline.method.moco import ObCP
+from pipeline.selection.base import Candidates, Strategy
+from pipeline.selection.ranking import asked_classes
+
+COLUMNS = ["sample_id", "score", "asked_class", "pred_class", "pred_prob"]
+_EMBEDDED = frozenset({"embeddings", "grad_embeddings", "labeled_embeddings"})
+
+
+def grad_embeddings(probs: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """BADGE's gradient embedding [n, C·F] of the cross-entropy at the predicted label with
+    respect to the last layer's weights: (p − onehot(argmax p)) ⊗ h, from probs [n, C] and
+    penultimate features h [n, F] (no backward pass needed)."""
+    p = probs.astype(np.float32, copy=True)
+    p[np.arange(len(p)), p.argmax(axis=1)] -= 1.0
+    return (p[:, :, None] * embeddings.astype(np.float32)[:, None, :]).reshape(len(p), -1)
+
+
+def _gather(batches: list[PassBatch], embeddings: bool) -> PassBatch | None:
+    """Every rank's batches, concatenated on rank 0 in id order (None elsewhere)."""
+    def cat(parts: list[np.ndarray], width: int, dtype) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0, width), dtype))
+
+    c = batches[0].probs.shape[1] if batches else 0
+    ids = dist.all_gather_varlen(torch.from_numpy(np.concatenate([b.ids for b in batches]) if batches
+                                                  else np.zeros(0, np.int64)))
+    probs = dist.all_gather_varlen(cat([b.probs for b in batches], c, np.float32))
+    emb = None
+    if embeddings:
+        f = batches[0].embeddings.shape[1] if batches else 0
+        emb = dist.all_gather_varlen(cat([b.embeddings for b in batches], f, np.float32))
+    if not dist.is_main():
+        return None
+    order = np.argsort(ids.numpy(), kind="stable")
+    return PassBatch(ids=ids.numpy()[order], probs=probs.numpy()[order],
+                     embeddings=None if emb is None else emb.numpy()[order])
+
+
+def score_pool(
+    model: ObCP, strategy: Strategy, ids: np.ndarray, k: int, *, denied: Callable[[np.ndarray], np.ndarray],
+    run_pass: Callable[..., object], history: PredictionHistory | None = None, seed: int = 0,
+    labeled_ids: np.ndarray | None = None, distributed: bool = False,
+) -> pd.DataFrame | None:
+    """Score the candidates `ids` [n] with `strategy` for a query of `k` questions.
+
+    `run_pass(ids, embeddings=bool, distributed=bool)` streams :class:`PassBatch` es of the
+    asking network (:func:`pass_batches` with the model, beton and device bound);
+    `denied(ids)` gives the [b, C] bool classes already denied. Returns, on rank 0,
+    DataFrame[sample_id, score, asked_class, pred_class, pred_prob] (one row per candidate).
+    """
+    needs = strategy.needs
+    want_emb = bool(needs & _EMBEDDED)
+    per_sample = strategy.per_sample and not distributed
+    parts, kept = [], []
+    for b in run_pass(ids, embeddings=want_emb, distributed=distributed):
+        if per_sample:
+            parts.append(_frame(b, strategy.scores(Candidates(ids=b.ids, probs=b.probs, history=history, seed=seed),
+                                                   k), denied))
+        else:
+            kept.append(b)
+    if not per_sample:
+        whole = _gather(kept, want_emb) if distributed else _concat(kept, want_emb)
+        if whole is None:
+            return None
+        labeled = None
+        if "labeled_embeddings" in needs:
+            lab = _concat(list(run_pass(labeled_ids, embeddings=True, distributed=False)), True)
+            labeled = lab.embeddings
+        cands = Candidates(
+            ids=whole.ids, probs=whole.probs, history=history, seed=seed,
+            embeddings=whole.embeddings if "embeddings" in needs else None,
+            grad_embeddings=grad_embeddings(whole.probs, whole.embeddings) if "grad_embeddings" in needs else None,
+            labeled_embeddings=labeled,
+        )
+        parts = [_frame(whole, strategy.scores(cands, k), denied)] if len(whole.ids) else []
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+
+
+def _concat(batches: list[PassBatch], embeddings: bool) -> PassBatch:
+    if not batches:
+        return PassBatch(ids=np.zeros(0, np.int64), probs=np.zeros((0, 0), np.float32),
+                         embeddings=np.zeros((0, 0), np.float32) if embeddings else None)
+    return PassBatch(ids=np.concatenate([b.ids for b in batches]), probs=np.concatenate([b.probs for b in batches]),
+                     embeddings=np.concatenate([b.embeddings for b in batches]) if embeddings else None)
+
+
+def _frame(b: PassBatch, scores: np.ndarray, denied: Callable[[np.ndarray], np.ndarray]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "sample_id": b.ids,
+        "score": scores,
+        "asked_class": asked_classes(b.probs, denied(b.ids)),
+        "pred_class": b.probs.argmax(axis=1),
+        "pred_prob": b.probs.max(axis=1),
+    })
+
+
+__all__ = ["COLUMNS", "grad_embeddings", "pass_batches", "score_pool"]

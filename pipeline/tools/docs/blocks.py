@@ -1,0 +1,397 @@
+"""Generated regions of README.md and docs/*.md, rendered from the committed reports.
+
+A page marks a region with two HTML comments (invisible on GitHub and on the site)::
+
+    <!-- generated: results -->
+    ...whatever the renderer `results` writes...
+    <!-- /generated -->
+
+`fill` re-renders every region of a text; `python -m pipeline.tools.docs` does it for every
+page, and `tests/test_docs.py` fails while a committed page differs from its re-rendering.
+So a number in a generated region is the committed report's number, whatever machine made
+the report: after `dvc repro` the README's table is one command away.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from pipeline.reporting.results import final_summary, pct, read_results, signed_pct
+
+REGION = re.compile(
+    r"(?P<open><!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /generated -->)", re.S
+)
+
+
+@dataclass(frozen=True)
+class Page:
+    """Where a region is rendered: the repository root and the page's path under it."""
+
+    root: Path
+    path: Path  # relative to root, e.g. README.md or docs/results.md
+
+    def link(self, target: str) -> str:
+        """`target` (a path from the root) as a link from this page.
+
+        Pages under docs/ reach reports/ through the ``docs/reports`` link, which the site includes.
+        """
+        if self.path.parts[0] == "docs" and target.startswith("reports/"):
+            target = "docs/" + target
+        return Path(os.path.relpath(self.root / target, (self.root / self.path).parent)).as_posix()
+
+
+Renderer = Callable[[Page], str]
+RENDERERS: dict[str, Renderer] = {}
+
+
+def renderer(name: str) -> Callable[[Renderer], Renderer]:
+    def register(fn: Renderer) -> Renderer:
+        RENDERERS[name] = fn
+        return fn
+    return register
+
+
+class RegionError(ValueError):
+    """A page names a region nobody renders, or a renderer's report is missing."""
+
+
+def fill(text: str, page: Page) -> str:
+    """`text` with every generated region re-rendered."""
+    def one(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in RENDERERS:
+            raise RegionError(f"{page.path}: unknown generated region {name!r} (known: {', '.join(RENDERERS)})")
+        body = RENDERERS[name](page).rstrip("\n") + "\n"
+        return m.group("open") + body + m.group("close")
+    return REGION.sub(one, text)
+
+
+def regions(text: str) -> list[tuple[int, int]]:
+    """(start, end) line numbers (1-based, inclusive) of every generated region in `text`."""
+    out = []
+    for m in REGION.finditer(text):
+        start = text.count("\n", 0, m.start()) + 1
+        out.append((start, start + m.group(0).count("\n")))
+    return out
+
+
+# --------------------------------------------------------------------------- helpers
+
+METHOD_TEXT = {
+    "obcp": "ObCP",
+    "onebit": "Hu et al.'s one-bit supervision",
+    "fullbit": "full labels at equal bits",
+}
+STRATEGY_TEXT = {
+    "obcp": "Eq. 7",
+    "random": "random",
+    "max": "least confidence (`max`)",
+    "diff2": "margin (`diff2`)",
+    "entropy": "entropy",
+}
+SWITCH_TEXT = {
+    "yes_in_sup": "*yes* not in L_sup",
+    "yes_in_ctr": "*yes* not in the contrastive terms",
+    "neg_ctr": "no hard negatives (L_c.n)",
+    "neg_loss": "no L_neg",
+}
+
+
+def _arm_text(row: pd.Series) -> str:
+    """One line on what an arm is, from its settings in results.csv."""
+    off = [text for key, text in SWITCH_TEXT.items() if key in row.index and not _true(row[key])]
+    method = METHOD_TEXT.get(row["method"], f"`{row['method']}`")
+    strategy = STRATEGY_TEXT.get(row["strategy"], f"`{row['strategy']}`")
+    if off:
+        return f"{method} with " + ", ".join(off)
+    return f"{method}, {strategy} selection"
+
+
+def _true(value: object) -> bool:
+    return str(value).strip().lower() in ("true", "1", "1.0")
+
+
+def _read(page: Page, rel: str) -> Path:
+    path = page.root / rel
+    if not path.is_file():
+        raise RegionError(f"{page.path}: its generated region needs {rel}, which does not exist")
+    return path
+
+
+def _duration(seconds: float) -> str:
+    """``155`` → ``2 min 35 s``; under a minute ``42 s``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m} min {s} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m} min"
+
+
+def _thousands(n: float) -> str:
+    """``11221.09`` → ``11 221`` (the reports' style: a space between thousands)."""
+    return f"{n:,.0f}".replace(",", " ")
+
+
+def _interval(row: pd.Series) -> str:
+    return f"{signed_pct(row['diff_mean'])} [{signed_pct(row['lo'])}, {signed_pct(row['hi'])}]"
+
+
+# --------------------------------------------------------------------------- results of the default run
+
+
+@renderer("results")
+def render_results(page: Page) -> str:
+    """The default run's final accuracy per arm (reports/results.csv)."""
+    results = read_results(_read(page, "reports/results.csv"))
+    summary = final_summary(results)
+    info = results.drop_duplicates("arm").set_index("arm")
+    seeds = sorted(int(s) for s in results["seed"].unique())
+    params = yaml.safe_load(_read(page, "params.yaml").read_text())
+    dataset = (params.get("dataset") or {}).get("name", "?")
+    cycles = int(summary["cycle"].max())
+    obcp = summary[summary["arm"] == "obcp"]
+    ref = obcp.iloc[0] if len(obcp) else summary.iloc[0]
+    lines = [
+        "| arm | what it is | top-1 % |",
+        "|---|---|---|",
+    ]
+    for row in summary.itertuples(index=False):
+        lines.append(f"| `{row.arm}` | {_arm_text(info.loc[row.arm])} | {pct(row.top1_mean, row.top1_std)} |")
+    lines += [
+        "",
+        f"Test top-1 after {cycles} query cycles on `{dataset}`, mean ± std over {len(seeds)} seeds "
+        f"({', '.join(map(str, seeds))}); every arm spends the same bits ({ref.bits:.0f}, "
+        f"{ref.labeled_equiv_pct:.1f} % of the train set's labels' worth). "
+        f"From [`reports/results.csv`]({page.link('reports/results.csv')}); "
+        f"figures and tables in [`reports/index.md`]({page.link('reports/index.md')}).",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the paper's claims (study, block confirm)
+
+# (claim, block, arm whose paired difference answers it, kind): kind ">" holds when the 95 %
+# interval of obcp − arm lies above 0; "≥" holds when the mean is ≥ 0 and fails when the
+# interval lies below 0 (the study's pre-registered criteria, pipeline/tools/study/study.yaml).
+CLAIMS: tuple[tuple[str, str, str, str], ...] = (
+    ("obcp ≥ random (Fig. 5)", "confirm", "random", "≥"),
+    ("obcp ≥ max (Fig. 5)", "confirm", "max", "≥"),
+    ("obcp ≥ diff2 (Fig. 5)", "confirm", "diff2", "≥"),
+    ("obcp ≥ entropy (Fig. 5)", "confirm", "entropy", "≥"),
+    ("obcp > onebit (Table 3)", "confirm", "onebit", ">"),
+    ("obcp ≥ fullbit at equal bits (Table 3)", "confirm", "fullbit", "≥"),
+    ("obcp > no_nctr (Table 4)", "confirm", "no_nctr", ">"),
+    ("obcp > no_nloss (Table 4)", "confirm", "no_nloss", ">"),
+    ("obcp > no_ysup (Table 4)", "confirm", "no_ysup", ">"),
+    ("4 query times ≥ 1 (Fig. 6)", "fig6", "qt4", "≥"),
+)
+
+
+def verdict(kind: str, mean: float, lo: float, hi: float) -> str:
+    """The study's rule for a claim on a paired difference (fractions)."""
+    if kind == ">":
+        return "holds" if lo > 0 else "fails" if hi < 0 else "not shown"
+    return "fails" if hi < 0 else "holds" if mean >= 0 else "cannot tell"
+
+
+def _paired(page: Page) -> pd.DataFrame:
+    return pd.read_csv(_read(page, "reports/study/paired.csv"))
+
+
+def _claim_row(paired: pd.DataFrame, dataset: str, block: str, who: str) -> pd.Series | None:
+    rows = paired[(paired["dataset"] == dataset) & (paired["block"] == block)]
+    rows = rows[rows["arm"] == who] if block == "confirm" else rows[rows["variant"] == who]
+    return rows.iloc[0] if len(rows) else None
+
+
+@renderer("claims")
+def render_claims(page: Page) -> str:
+    """The paper's claims judged on the study's fresh seeds (reports/study/paired.csv)."""
+    paired = _paired(page)
+    datasets = list(dict.fromkeys(paired.loc[paired["block"] == "confirm", "dataset"]))
+    head = "| claim (paper) | " + " | ".join(f"{d} | verdict" for d in datasets) + " |"
+    lines = [head, "|---" * (1 + 2 * len(datasets)) + "|"]
+    for claim, block, who, kind in CLAIMS:
+        cells = []
+        for d in datasets:
+            row = _claim_row(paired, d, block, who)
+            if row is None:
+                cells += ["—", "not run"]
+            else:
+                cells += [_interval(row), verdict(kind, row["diff_mean"], row["lo"], row["hi"])]
+        lines.append(f"| {claim} | " + " | ".join(cells) + " |")
+    n = sorted(set(paired.loc[paired["block"] == "confirm", "n"]))
+    lines += ["", f"`obcp` − arm, percentage points, paired by seed (n = {', '.join(map(str, n))} seeds), "
+              f"with its 95 % t-interval; from [`reports/study/paired.csv`]"
+              f"({page.link('reports/study/paired.csv')}) (block `confirm`; Fig. 6: block `fig6`, "
+              "4 query cycles − 1)."]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- which strategy
+
+
+@renderer("strategies")
+def render_strategies(page: Page) -> str:
+    """Every selection strategy: the default run, and obcp − strategy on the study's fresh seeds."""
+    results = read_results(_read(page, "reports/results.csv"))
+    summary = final_summary(results).set_index("arm")
+    summ = pd.read_csv(_read(page, "reports/study/summary.csv"))
+    paired = _paired(page)
+    confirm = summ[summ["block"] == "confirm"]
+    datasets = list(dict.fromkeys(confirm["dataset"]))
+    strategy_arms = [a for a in summary.index
+                     if summary.loc[a, "method"] == "obcp" and a in STRATEGY_TEXT and a == summary.loc[a, "strategy"]]
+    head = ("| strategy | default run | " + " | ".join(f"{d}, fresh seeds | obcp − it" for d in datasets) + " |")
+    lines = [head, "|---" * (2 + 2 * len(datasets)) + "|"]
+    for arm in strategy_arms:
+        cells = [STRATEGY_TEXT[arm] + ("" if arm != "obcp" else " (`obcp`)"), pct(summary.loc[arm, "top1_mean"],
+                                                                                  summary.loc[arm, "top1_std"])]
+        for d in datasets:
+            s = confirm[(confirm["dataset"] == d) & (confirm["arm"] == arm)]
+            cells.append(pct(s["top1_mean"].iloc[0], s["top1_std"].iloc[0]) if len(s) else "—")
+            row = _claim_row(paired, d, "confirm", arm)
+            cells.append("—" if arm == "obcp" or row is None else _interval(row))
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = sorted(int(s) for s in results["seed"].unique())
+    lines += ["", _strategy_sentence(paired, datasets, [a for a in strategy_arms if a != "obcp"]), "",
+              f"Final test top-1 %, mean ± std; default run: seeds {', '.join(map(str, seeds))} "
+              f"([`reports/results.csv`]({page.link('reports/results.csv')})); fresh seeds: the study's block "
+              f"`confirm` ([`reports/study.md`]({page.link('reports/study.md')})), with `obcp` − strategy "
+              "paired by seed and its 95 % t-interval."]
+    return "\n".join(lines)
+
+
+def _names(arms: list[str]) -> str:
+    quoted = [f"`{a}`" for a in arms]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _strategy_sentence(paired: pd.DataFrame, datasets: list[str], arms: list[str]) -> str:
+    """Which strategies beat Eq. 7 on the fresh seeds, in words (so the prose cannot drift either)."""
+    above, below, mixed, significant = [], [], [], []
+    for arm in arms:
+        rows = [r for r in (_claim_row(paired, d, "confirm", arm) for d in datasets) if r is not None]
+        if not rows:
+            continue
+        diffs = [r["diff_mean"] for r in rows]  # obcp − arm
+        (above if all(d < 0 for d in diffs) else below if all(d > 0 for d in diffs) else mixed).append(arm)
+        significant += [f"`{arm}` on {r['dataset']}" for r in rows if r["lo"] > 0 or r["hi"] < 0]
+    where = "both datasets" if len(datasets) == 2 else f"all {len(datasets)} datasets" if len(datasets) > 2 \
+        else datasets[0] if datasets else "no dataset"
+    parts = []
+    if above:
+        parts.append(f"{_names(above)} {'has' if len(above) == 1 else 'have'} a higher mean than Eq. 7 on {where}")
+    if below:
+        parts.append(f"{_names(below)} a lower one")
+    if mixed:
+        parts.append(f"{_names(mixed)} higher on some datasets and lower on others")
+    sig = ("; the 95 % interval excludes 0 only for " + ", ".join(significant)) if significant else \
+        "; no interval excludes 0"
+    return "On the fresh seeds, " + ", ".join(parts) + sig + "."
+
+
+# --------------------------------------------------------------------------- install and run times
+
+
+@renderer("install")
+def render_install(page: Page) -> str:
+    """Set-up time, disk, repro and test times (reports/setup.json)."""
+    doc = json.loads(_read(page, "reports/setup.json").read_text())
+    gib = doc["venv_bytes"] / 2**30
+    parts = [f"The first `make` sets up `.venv` in {_duration(doc['setup_seconds'])} ({gib:.1f} GiB of disk)"]
+    if doc.get("repro_seconds"):
+        parts.append(f"`dvc repro` then takes {_duration(doc['repro_seconds'])}")
+    if doc.get("test_seconds"):
+        parts.append(f"`make test` took {_duration(doc['test_seconds'])}")
+    where = doc.get("machine", "")
+    src = f" ({doc['source']})" if doc.get("source") else ""
+    return ("; ".join(parts) + f", measured on {where}{src}: "
+            f"[`reports/setup.json`]({page.link('reports/setup.json')}).")
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+@renderer("bench")
+def render_bench(page: Page) -> str:
+    """The headline ratios of `obcp bench` (reports/bench.json)."""
+    doc = json.loads(_read(page, "reports/bench.json").read_text())
+    rows: list[tuple[str, str]] = []
+    if "convert" in doc:
+        c = doc["convert"]
+        rows.append((f"conversion, {_thousands(c['n'])} × {c['size']}×{c['size']}×3 ({c['storage']})",
+                     f"{_thousands(c['images_per_second'])} images/s"))
+    if "loader" in doc:
+        ld = doc["loader"]
+        rows.append((f"FFCV loader ÷ `DataLoader`, same views ({len(ld['views'])} {ld['views'][0]} views)",
+                     f"{ld['ratio_vs_batched']:.2f}×"))
+        rows.append(("FFCV loader ÷ `DataLoader` with per-sample torchvision MoCo v2 transforms",
+                     f"{ld['ratio_vs_torchvision']:.2f}×"))
+    if "train" in doc:
+        t = doc["train"]
+        rows.append((f"training loop ÷ pure forward+backward, same model, batches and threads ({t['model']}, "
+                     f"{t['batch']}, {t['threads']} torch thread; median of {len(t.get('ratios', []))} epochs)",
+                     f"{t['ratio']}"))
+    if "train_cifar" in doc:
+        t = doc["train_cifar"]
+        rows.append((f"the same with ResNet-18 on CIFAR-shaped images ({t.get('device', '?')})",
+                     f"{t['ratio']} ({t['loop_images_per_s']} images/s)"))
+    if "cycle" in doc:
+        cyc = doc["cycle"]
+        ratios = ", ".join(f"{c['query_over_retrain']:.2f}" for c in cyc["cycles"])
+        rows.append(("(score + oracle + update) ÷ retrain, per cycle (digits)", ratios))
+    if "ddp" in doc:
+        rows.append((f"DDP 2 processes ÷ 1 process (gloo, CPU, {doc['ddp'].get('cores', '?')} cores)",
+                     f"{doc['ddp']['ratio']}"))
+    if "memory" in doc and doc["memory"].get("by_N"):
+        by_n = doc["memory"]["by_N"]
+        first = by_n[0]
+        ns = " / ".join(_thousands(r["N"]) for r in by_n)
+        gibs = " / ".join(f"{r['peak_rss_mib'] / 1024:.1f}" for r in by_n)
+        rows.append((f"Eq. 7 history + scoring peak RSS, C = {first['C']}, m = {first['m']}, N = {ns}",
+                     f"{gibs} GiB"))
+    if "retest" in doc:
+        r = doc["retest"]
+        views = r["views"]
+        names = " / ".join(views)
+        rows.append((f"Eq. 7 test–retest ({r['dataset']}, {len(r['loop_seed_pairs'])} pairs of trainings from the "
+                     f"same weights): Spearman of the scores (top-{r['k']} overlap), `history_view` {names}",
+                     " / ".join(f"{v['spearman_mean']:.2f}" for v in views.values())
+                     + " (" + " / ".join(f"{v['top_k_overlap_mean']:.2f}" for v in views.values()) + ")"))
+    machine = doc.get("machine", {})
+    where = f"{machine.get('cpu_count', '?')} CPU cores" + (f", {machine['cuda']}" if machine.get("cuda") else
+                                                            ", no GPU")
+    lines = ["| benchmark | measured |", "|---|---|", *(f"| {a} | {b} |" for a, b in rows), "",
+             f"From [`reports/bench.json`]({page.link('reports/bench.json')}) ({where}); each figure is a ratio "
+             "of two measurements taken in the same run."]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the study's pick
+
+
+@renderer("study-main")
+def render_study_main(page: Page) -> str:
+    """obcp's final top-1 per variant of block main (reports/study/summary.csv)."""
+    summ = pd.read_csv(_read(page, "reports/study/summary.csv"))
+    main = summ[(summ["block"] == "main") & (summ["arm"] == "obcp")]
+    lines = ["| dataset | variant (history view − window − classification view) | obcp top-1 % | seeds |",
+             "|---|---|---|---|"]
+    best = main.loc[main.groupby("dataset")["top1_mean"].idxmax()] if len(main) else main
+    for row in main.itertuples(index=False):
+        mark = "**" if ((best["dataset"] == row.dataset) & (best["variant"] == row.variant)).any() else ""
+        lines.append(f"| {row.dataset} | `{row.variant}` | {mark}{pct(row.top1_mean, row.top1_std)}{mark} | {row.n} |")
+    lines += ["", f"Mean ± std over seeds; the best in bold. From [`reports/study/summary.csv`]"
+              f"({page.link('reports/study/summary.csv')})."]
+    return "\n".join(lines)
