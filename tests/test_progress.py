@@ -40,11 +40,11 @@ def test_tracker_eta_counts_computed_cycles_in_wall_time():
         tracker.cycle_done(done("obcp", 1, skipped=True))  # kept from an earlier run: no time, no estimate
         assert lines[-1].endswith("ETA ?") and lines[-1].startswith("arm 1/2 obcp ")
         now[0] = 130.0
-        tracker.cycle_done(done("random", 1))  # 30 s for one computed cycle, 2 cycles left
+        tracker.cycle_done(done("random", 1))  # 30 s for one computed cycle (start-up included), 2 left
         assert tracker.eta() == pytest.approx(60.0) and lines[-1].endswith("ETA 1 min 00 s")
-        now[0] = 150.0
-        tracker.cycle_done(done("obcp", 2))
-        assert tracker.eta() == pytest.approx(25.0)  # 50 s / 2 computed × 1 left
+        now[0] = 140.0
+        tracker.cycle_done(done("obcp", 2))  # then 10 s per cycle: the start-up no longer counts
+        assert tracker.eta() == pytest.approx(10.0) and lines[-1].endswith("ETA 10.0 s")
         tracker.cycle_done(done("random", 2))
     assert lines[-1].endswith("ETA done") and len(lines) == 4
     assert all(re.match(r"arm [12]/2 (obcp|random) +seed 0  cycle [12]/2  top-1  95\.8 %", line) for line in lines)

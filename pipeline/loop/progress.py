@@ -107,9 +107,11 @@ def format_line(done: CycleDone, index: int, n_arms: int, eta: float | None, *, 
 class Tracker:
     """Counts the finished cycles of one seed's arms and prints each one's line with an ETA.
 
-    The ETA is the wall time so far per cycle that was computed (not kept), times the cycles
-    left; with arms in parallel it is wall time, so it counts the parallelism. Use it as a
-    context manager: on a terminal (`tty`) it shows a rich progress bar while open.
+    The ETA is the cycles left times the wall time per computed (not kept) cycle, measured
+    from the first computed cycle's end to the latest one's (so the first cycles' start-up —
+    imports, JIT compilation — does not inflate it; with one computed cycle, from the start).
+    It is wall time, so arms in parallel count. Use the tracker as a context manager: on a
+    terminal (`tty`) it shows a rich progress bar while open.
     """
 
     def __init__(self, seed: int, arms: Sequence[str], cycles: int, *, log: Log = print, tty: bool | None = None,
@@ -118,6 +120,7 @@ class Tracker:
         self.index = {arm: i + 1 for i, arm in enumerate(self.arms)}
         self.total = len(self.arms) * cycles
         self.done = self.computed = 0
+        self.first: float | None = None  # when the first computed cycle ended
         self.log, self.clock, self.start = log, clock, clock()
         self.tty = sys.stdout.isatty() if tty is None else tty
         self.name_width = max(map(len, self.arms), default=0)
@@ -131,12 +134,18 @@ class Tracker:
             return 0.0
         if self.computed == 0:
             return None
-        return (self.clock() - self.start) / self.computed * left
+        now = self.clock()
+        if self.computed == 1 or self.first is None or now <= self.first:
+            return (now - self.start) / self.computed * left
+        return (now - self.first) / (self.computed - 1) * left
 
     def cycle_done(self, done: CycleDone) -> str:
         """Count one finished cycle and print its line; returns the line."""
         self.done += 1
-        self.computed += not done.skipped
+        if not done.skipped:
+            self.computed += 1
+            if self.computed == 1:
+                self.first = self.clock()
         line = format_line(done, self.index.get(done.arm, 0), len(self.arms), self.eta(), name_width=self.name_width)
         self.echo(line)
         if self._bar is not None:

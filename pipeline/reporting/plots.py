@@ -191,18 +191,27 @@ def _ink(color: str) -> str:
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.55 else "white"
 
 
+def _over_seeds(n_seeds: pd.Series) -> str:
+    """``mean ± std over 3 seeds`` (or ``one seed``) for a title."""
+    n = int(pd.to_numeric(n_seeds).max()) if len(n_seeds) else 0
+    return f"mean ± std over {n} seeds" if n > 1 else "one seed"
+
+
 def _bars(ax: Axes, names: Sequence[str], means: np.ndarray, stds: np.ndarray, styles: Sequence[ArmStyle],
           ylim: Limits) -> None:
     """Bars of final top-1 (fractions in, percent drawn) with ± std error bars; each value is
     written inside its bar, below the error bar's lower end, so the two never cross."""
     x = np.arange(len(names))
-    m, s = 100 * np.asarray(means, dtype=np.float64), 100 * np.nan_to_num(np.asarray(stds, dtype=np.float64))
+    raw = np.asarray(stds, dtype=np.float64)
+    m, s = 100 * np.asarray(means, dtype=np.float64), 100 * np.nan_to_num(raw)
     ax.bar(x, m, color=[st.color for st in styles], hatch=[st.hatch or None for st in styles],
            edgecolor="white", linewidth=0)
-    bars = ax.errorbar(x, m, yerr=s, fmt="none", ecolor="0.1", elinewidth=1.2, capsize=4)
-    halo = [patheffects.withStroke(linewidth=3, foreground="white")]  # visible on a dark bar too
-    for artist in (*bars.lines[1], *bars.lines[2]):
-        artist.set_path_effects(halo)
+    has = ~np.isnan(raw)  # one seed: no std, no error bar
+    if has.any():
+        bars = ax.errorbar(x[has], m[has], yerr=s[has], fmt="none", ecolor="0.1", elinewidth=1.2, capsize=4)
+        halo = [patheffects.withStroke(linewidth=3, foreground="white")]  # visible on a dark bar too
+        for artist in (*bars.lines[1], *bars.lines[2]):
+            artist.set_path_effects(halo)
     ax.set_ylim(*ylim)
     for xi, mi, si, st in zip(x, m, s, styles):
         if (mi - si - ylim[0]) >= 0.1 * (ylim[1] - ylim[0]):  # room inside the bar, under the error bar
@@ -251,7 +260,7 @@ def equal_bits(results: pd.DataFrame, out: str | os.PathLike, *, ylim: Limits | 
     _bars(ax, [f"{m}\n({a})" if m != a else m for m, a in zip(table["method"], table["arm"])],
           table["top1_mean"].to_numpy(), table["top1_std"].to_numpy(dtype=np.float64),
           [styles[a] for a in table["arm"]], ylim or bar_limits(results))
-    ax.set_title(f"Equal bits (≈{table['bits_total'].mean():.0f} bits), mean ± std over seeds")
+    ax.set_title(f"Equal bits (≈{table['bits_total'].mean():.0f} bits), {_over_seeds(table['n_seeds'])}")
     return _save(fig, out)
 
 
@@ -272,7 +281,7 @@ def ablations(results: pd.DataFrame, arms: Mapping[str, ArmParams], out: str | o
     _bars(ax, list(table["arm"]), table["top1_mean"].to_numpy(dtype=np.float64),
           table["top1_std"].to_numpy(dtype=np.float64), [styles[a] for a in table["arm"]],
           ylim or bar_limits(results))
-    ax.set_title("Ablations (one switch off each), mean ± std over seeds")
+    ax.set_title(f"Ablations (one switch off each), {_over_seeds(table['n_seeds'])}")
     return _save(fig, out)
 
 

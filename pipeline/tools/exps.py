@@ -359,7 +359,8 @@ def terminal_tables(frame: pd.DataFrame, changed: dict[str, dict[str, Any]] | No
 
     if not arms:
         return [build([], False)], False
-    for with_std in (True, False):
+    any_std = any(not pd.isna(std) for r in rows for _, std in r["values"].values())
+    for with_std in ((True, False) if any_std else (False,)):
         if _width(build(arms, with_std)) <= width:
             return [build(arms, with_std)], with_std
     tables, chunk = [], []
