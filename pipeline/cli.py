@@ -6,6 +6,7 @@
     obcp annotate --arm A --seed S      answer the human oracle's questions on a local page
                   [--export label-studio | --import EXPORT.json]
     obcp table1                         the paper's Table 1 bit accounting
+    obcp exps                           every arm's final top-1 in every DVC experiment, one table
     obcp report exps | sweep PARAM V…   compare DVC experiments (Fig. 6); run a sweep first
     obcp gpu-check [--cpu]              what only a GPU can check, in one command
     obcp study plan | run | report      the study grid (pipeline/tools/study/study.yaml) → reports/study.md
@@ -351,6 +352,25 @@ def report_exps(
         status = exps.workspace_status(".") if workspace and not json_file else "workspace"
         for path in exps.build_exps_report(doc, out, include_workspace=workspace, workspace_status=status, x=x):
             typer.echo(f"wrote {path}")
+
+
+@app.command("exps")
+def exps_table(
+    json_file: Path | None = typer.Option(None, "--json-file", help="a saved `dvc exp show --json` (default: run it)"),
+    all_commits: bool = typer.Option(False, "--all-commits", "-A", help="experiments of every commit, not only HEAD"),
+    workspace: bool = typer.Option(True, "--workspace/--no-workspace",
+                                   help="also the workspace's own results (when `dvc status` is clean)"),
+    width: int | None = typer.Option(None, "--width", min=40,
+                                     help="columns to fit in (default: the terminal's, or 160 in a pipe)"),
+) -> None:
+    """Final top-1 (%) of every arm in every DVC experiment, one compact table: the workspace,
+    the baseline and its experiments, with the params that differ. Example: `obcp exps`."""
+    from pipeline.tools import exps
+
+    with reported():
+        doc = exps.load_exp_show(json_file) if json_file else exps.run_exp_show(".", all_commits=all_commits)
+        status = exps.workspace_status(".") if workspace and not json_file else "workspace"
+        exps.print_exps(doc, include_workspace=workspace, workspace_status=status, width=width)
 
 
 @app.command()

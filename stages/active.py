@@ -1,10 +1,11 @@
 """DVC stage `active@seed` (via pipeline.core.launch; torchrun when ddp.nproc > 1): every cycle of every arm of one seed."""
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import typer
 
 from pipeline.core import distributed as dist, io
+from pipeline.loop import progress
 from pipeline.loop.arms import default_workers, prune_arms, run_arms
 from pipeline.core.context import open_run
 from pipeline.core.errors import reported
@@ -15,8 +16,11 @@ def main(
     arm: Optional[List[str]] = typer.Option(None, help="Only this arm (repeatable); default: every arm in params."),
     workers: Optional[int] = typer.Option(None, min=1, help="Arms at once on CPU; default: CPUs / train.cpu_threads."),
     params: Path = Path("params.yaml"),
+    verbose: Annotated[bool, typer.Option("--verbose", help="Per-epoch losses and every step's message, not only "
+                                                            "one line per arm and cycle (or OBCP_VERBOSE=1).")] = False,
 ) -> None:
     with reported():
+        progress.set_verbose(verbose)
         ctx = open_run(params, seed)
         arms = list(arm) if arm else list(ctx.params.arms)
         if dist.is_main():  # the only rank that writes

@@ -18,7 +18,10 @@ def main(params: Path = Path("params.yaml")) -> None:
         io.remove_stale_temps(data_dir)
         source = get_source(p.name, Path(p.root), download=p.download)
         summary = convert(source, data_dir, jpeg_quality=p.jpeg_quality)
-        print(f"convert: {summary}")
+        counts = summary["counts"]
+        print(f"convert: {summary['dataset']} → {data_dir}/: {counts.get('train', 0)} train + "
+              f"{counts.get('test', 0)} test images ({summary['storage']}) in {summary['seconds']:.1f} s "
+              f"({summary['images_per_second']:.0f} images/s)")
 
 
 if __name__ == "__main__":

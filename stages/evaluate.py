@@ -26,7 +26,9 @@ def main(
         for name in arm or p.arms:
             doc = run_metrics(p, layout, name, seed, num_classes=num_classes, num_train=num_train)
             io.write_json(layout.metrics(name, seed), doc)
-            print(f"evaluate {name} seed {seed}: final top1 {doc['final']['top1']:.4f} at {doc['final']['bits']} bits")
+            final = doc["final"]
+            print(f"evaluate seed {seed} {name}: final top-1 {100 * final['top1']:.1f} % after {final['bits']:.1f} bits "
+                  f"({final['labeled_equiv_pct']:.2f} % labeled-equivalent)")
 
 
 if __name__ == "__main__":

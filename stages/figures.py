@@ -6,11 +6,12 @@ import typer
 
 from pipeline.core import io
 from pipeline.core.config import load_params
-from pipeline.data.index import read_classes
 from pipeline.core.errors import reported
 from pipeline.core.layout import Layout
+from pipeline.data.index import read_classes
+from pipeline.reporting import provenance
 from pipeline.reporting.plots import write_report
-from pipeline.reporting.results import collect, final_summary, load_ledgers, summary_metrics
+from pipeline.reporting.results import collect, final_summary, load_ledgers, read_metrics, summary_metrics
 
 
 def main(params: Path = Path("params.yaml")) -> None:
@@ -24,9 +25,12 @@ def main(params: Path = Path("params.yaml")) -> None:
         ledgers = load_ledgers({arm: [layout.ledger(arm, s) for s in p.seeds] for arm in p.arms})
         classes = read_classes(layout.data_dir)
         io.write_json(layout.summary_metrics, summary_metrics(final_summary(results)), sort_keys=False)
-        index = write_report(results, p.arms, ledgers, reports,
-                             num_classes=classes["num_classes"], class_names=classes["classes"])
-        print(f"figures: {len(p.arms)} arms x {len(p.seeds)} seeds, {len(results)} points -> {index}, "
+        first = read_metrics(layout.metrics(next(iter(p.arms)), p.seeds[0]))
+        header = provenance.header(dataset=classes.get("dataset", p.dataset.name), num_classes=classes["num_classes"],
+                                   num_train=first.get("num_train"), params=params, seeds=list(p.seeds))
+        index = write_report(results, p.arms, ledgers, reports, num_classes=classes["num_classes"],
+                             class_names=classes["classes"], header=header)
+        print(f"figures: {len(p.arms)} arms × {len(p.seeds)} seed(s), {len(results)} points → {index}, "
               f"{layout.summary_metrics}")
 
 

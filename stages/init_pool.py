@@ -22,7 +22,10 @@ def main(seed: int = typer.Option(...), params: Path = Path("params.yaml")) -> N
         pool = initial_pool(labels, size, class_balanced=p.budget.class_balanced, seed=seed)
         num_classes = read_classes(layout.data_dir)["num_classes"]
         write_pool(layout.initial_pool(seed), pool, num_classes, num_samples=len(labels))
-        print(f"init_pool seed {seed}: {summary(pool).as_dict()}")
+        counts = summary(pool)
+        print(f"init_pool seed {seed}: {counts.initial} of {counts.num_samples} training images labeled (I^S, "
+              f"{'class-balanced' if p.budget.class_balanced else 'uniform'}), {counts.unlabeled} unlabeled "
+              f"→ {layout.initial_pool(seed)}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -43,6 +44,12 @@ TERMS = {
 LEDGERS = Path("reports/ledger/seed0")
 
 
+def cycle_lines(stdout: str, arm: str, k: int | None = None) -> list[str]:
+    """The summary lines the stage printed for `arm` (cycle `k`, or every cycle): `pipeline.loop.progress`."""
+    cycle = r"\d+" if k is None else str(k)
+    return re.findall(rf"^arm +\d+/\d+ {re.escape(arm)} +seed 0  cycle {cycle}/\d+  top-1 .*ETA .*$", stdout, re.M)
+
+
 def arm_cycles_done(project: Path, arm: str) -> list[str]:
     return sorted(p.parent.name for p in (project / ARMS / arm).glob("cycle_*/manifest.json"))
 
@@ -67,13 +74,17 @@ def parallel(stage1_data, tmp_path_factory) -> tuple[Path, str]:
 def test_two_workers_run_every_arm(parallel):
     project, stdout = parallel
     assert "2 arms, 2 at a time" in stdout
-    for arm in ("obcp", "random"):
+    for i, arm in enumerate(("obcp", "random"), start=1):
         assert arm_cycles_done(project, arm) == ["cycle_001", "cycle_002"], arm
-        for k in (1, 2):
-            assert f"[{arm} seed 0] cycle {k}: asking 30 one-bit questions" in stdout
+        for k in (1, 2):  # one line per arm and cycle, printed by the parent for its workers
+            [line] = cycle_lines(stdout, arm, k)
+            assert re.match(rf"arm {i}/2 {arm} +seed 0  cycle {k}/2  top-1 +\d+\.\d %  yes \d+/30 \(\d+ %\) "
+                            rf"+\d+\.\d s  ETA ", line), line
         led = ledger.read(project / LEDGERS / f"{arm}.parquet")
         assert len(led) == 60 and sorted(led["cycle"].unique()) == [1, 2]
         assert (led["arm"] == arm).all() and (led["seed"] == 0).all()
+    assert "asking 30 one-bit questions" not in stdout and "epoch " not in stdout  # the routine lines: verbose only
+    assert stdout.rstrip().endswith("ETA done"), stdout
     # --arm given: the removed arm's artifacts are left alone
     assert (project / ARMS / "gone" / "cycle_001" / "manifest.json").exists()
     assert (project / LEDGERS / "gone.parquet").exists()
@@ -109,7 +120,7 @@ def test_arms_not_in_params_are_pruned(parallel, tmp_path):
     assert sorted(p.name for p in (project / ARMS).iterdir()) == ["obcp", "random"]
     assert sorted(p.name for p in (project / LEDGERS).iterdir()) == ["obcp.parquet", "random.parquet"]
     # the arms in params are untouched: every cycle is up to date
-    assert out.stdout.count("up to date, skipped") == 4
+    assert sum(" up to date  ETA " in line for arm in ("obcp", "random") for line in cycle_lines(out.stdout, arm)) == 4
     for arm in ("obcp", "random"):
         assert arm_cycles_done(project, arm) == ["cycle_001", "cycle_002"]
         assert len(ledger.read(project / LEDGERS / f"{arm}.parquet")) == 60
@@ -157,7 +168,7 @@ def test_every_method_and_ablation_under_ddp(stage1_data, tmp_path):
         cycle = project / ARMS / arm / "cycle_001"
         ckpt = torch.load(cycle / "checkpoint.pt", weights_only=False)
         assert digest(ckpt["model"]) == state["model"], arm
-        assert out.stdout.count(f"[{arm} seed 0] cycle 1: asking") == 1  # logged by rank 0 only
+        assert len(cycle_lines(out.stdout, arm, 1)) == 1  # logged by rank 0 only
         log = pd.read_csv(cycle / "log.csv")
         assert sorted(c[5:] for c in log.columns if c.startswith("loss_")) == sorted([*terms, "total"]), arm
         assert log.filter(like="loss_").notna().all().all(), arm
@@ -179,8 +190,9 @@ def test_changing_one_arm_retrains_only_that_arm(parallel, tmp_path):
     params["arms"]["random"]["strategy"] = "max"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([*ACTIVE, *BOTH, "--workers", "2"], project)
-    assert out.stdout.count("[obcp seed 0] cycle") == 2 and "[obcp seed 0] cycle 1: up to date" in out.stdout
-    assert "[random seed 0] cycle 1: asking 30 one-bit questions" in out.stdout
+    kept, redone = cycle_lines(out.stdout, "obcp"), cycle_lines(out.stdout, "random")
+    assert len(kept) == 2 and all(" up to date  ETA " in line for line in kept), kept
+    assert len(redone) == 2 and all(re.search(r"yes \d+/30 .* \d+\.\d s  ETA ", line) for line in redone), redone
     assert {k: (project / ARMS / "obcp" / f"cycle_00{k}" / "manifest.json").read_text() for k in (1, 2)} == before
     led = ledger.read(project / LEDGERS / "random.parquet")
     assert len(led) == 60 and (led["strategy"] == "max").all()

@@ -153,7 +153,7 @@ def test_dvc_queue_runs_two_experiments_in_parallel(reproduced):
     assert sorted(exps) == [1, 2], exps.keys()
     for metrics in exps.values():  # the summary metrics: final top-1 per arm, bits spent
         summary = metrics["reports/metrics.json"]["data"]
-        assert 0 <= summary["obcp"] <= 1
+        assert 0 <= summary["top1"]["obcp"] <= 100  # percent
         assert summary["bits"]["obcp"] == round(50 * math.log2(10) + 60, 1)  # |I^S| labels + every question
     # the committed baseline (three cycles) is untouched by the experiments
     workspace = json.loads((reproduced / "reports/metrics/seed0/obcp.json").read_text())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pandas as pd
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from conftest import make_project, run
+from pipeline.reporting.plots import FIGURES
 
 
 @pytest.mark.slow
@@ -60,7 +62,16 @@ def test_exp_run_query_times_reuses_cached_stages(tmp_path):
     assert git_status(project) == []
     assert "up to date" in run(["dvc", "status"], project).stdout
     baseline = json.loads((project / "reports/metrics.json").read_text())
-    assert list(baseline) == ["obcp", "top1_std", "bits", "n_seeds"] and 0 <= baseline["obcp"] <= 1
+    assert list(baseline) == ["top1", "std", "bits", "n_seeds"] and 0 <= baseline["top1"]["obcp"] <= 100
+    # --only-changed drops every column equal in all rows; --keep top1 keeps each arm's accuracy
+    shown = run(["dvc", "exp", "show", "--only-changed", "--keep", "top1", "--csv"], project).stdout
+    assert "top1.obcp" in shown.splitlines()[0] and "bits.obcp" not in shown.splitlines()[0], shown
+    # every figure is an image plot: the page DVC writes loads no script, so it renders offline
+    run(["dvc", "plots", "show"], project)
+    html = (project / "dvc_plots/index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) == len(FIGURES) and "<script" not in html, html
+    assert all((project / "dvc_plots" / src).is_file() or src.startswith("data:") for src in images), images
 
     out = run(["dvc", "exp", "run", "-S", "query_times=2"], project)
     for stage in ("convert", "init_pool@0", "pretrain@0"):
@@ -81,7 +92,7 @@ def test_exp_run_query_times_reuses_cached_stages(tmp_path):
     head = [c for c in doc if c["rev"] != "workspace"][0]["data"]["metrics"]["reports/metrics.json"]["data"]
     assert head == without_nulls(baseline)  # the committed baseline row
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout)["reports/metrics.json"]
-    assert diff["obcp"]["old"] == baseline["obcp"] and diff["obcp"]["new"] == summary["obcp"]
+    assert diff["top1.obcp"]["old"] == baseline["top1"]["obcp"] and diff["top1.obcp"]["new"] == summary["top1"]["obcp"]
 
     # Fig. 6: one new value, one the workspace and an experiment already have
     sweep = run([sys.executable, "-m", "pipeline.cli", "sweep", "query_times", "1", "2"], project)

@@ -27,11 +27,11 @@ def _data(rev: str, timestamp: str | None, query_times: int, metrics: dict) -> d
 
 
 def _metrics(**arms: tuple[float, float]) -> dict:
-    """``{"reports/metrics.json": {"data": {...}}}``: the summary metrics, arm → (top-1 mean, std)."""
-    data: dict = {arm: mean for arm, (mean, _) in arms.items()}
-    data["top1_std"] = {arm: std for arm, (_, std) in arms.items()}
-    data["bits"] = {arm: 498.1 for arm in arms}
-    data["n_seeds"] = 2
+    """``{"reports/metrics.json": {"data": {...}}}``: the summary metrics (`summary_metrics`, in
+    percent), arm → (top-1 mean, std) as fractions; DVC leaves a null std out."""
+    data: dict = {"top1": {arm: round(100 * mean, 1) for arm, (mean, _) in arms.items()},
+                  "std": {arm: round(100 * std, 1) for arm, (_, std) in arms.items() if std is not None},
+                  "bits": {arm: 498.1 for arm in arms}, "n_seeds": 2}
     return {"reports/metrics.json": {"data": data}} if arms else {}
 
 
@@ -131,6 +131,28 @@ def test_comparison_table_and_report(tmp_path):
     assert len(table) == len(exps.exps_table(DOC))
 
 
+def test_terminal_table_fits_the_width():
+    """`obcp exps`: every arm of every experiment within `width` columns; the std goes first,
+    then arms move to a further table, never into an ellipsis."""
+    import io
+
+    arms = {f"arm_number_{i}": (0.8 + i / 100, 0.012) for i in range(11)}
+    doc = [{"rev": BASE, "name": "main", "error": None, "data": _data(BASE, "2024-05-01T10:00:00", 4, _metrics(**arms)),
+            "experiments": [_exp("query_times-2", "2a343aa6bed21ad6db94df41f8862f735b00bfa4", "2024-05-01T10:05:00", 2,
+                                 _metrics(**arms))]}]
+    for width in (240, 160, 80):  # long arm names: one table only at 240
+        buf = io.StringIO()
+        exps.print_exps(doc, include_workspace=False, width=width, file=buf)
+        text = buf.getvalue()
+        assert max(map(len, text.splitlines())) <= width, text
+        tables = sum(line.startswith("experiment ") for line in text.splitlines())
+        assert (tables == 1) == (width == 240) and "…" not in text, text
+        for arm, (mean, _) in arms.items():
+            assert arm in text and f"{100 * mean:.1f}" in text
+        assert ("±1.2" in text) == (width == 240), text  # the std only where it fits
+        assert "  query_times-2  query_times=2" in text  # indented under its baseline, with what changed
+
+
 def test_parse_errors(tmp_path):
     with pytest.raises(exps.ExpsError, match="not JSON"):
         exps.parse_exp_show("ERROR: not a repo")
@@ -144,12 +166,20 @@ def test_parse_errors(tmp_path):
         exps.run_exp_show(tmp_path, dvc=str(tmp_path / "no-such-dvc"))
 
 
+DEFAULT_ARMS = list(__import__("yaml").safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["arms"])
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_run_exp_show_real_dvc(tmp_path):
-    """The installed DVC's document parses: a committed baseline whose summary metrics
-    (`reports/metrics.json`, as the figures stage declares it) keep their nested mappings
-    and a null std."""
-    dvc = str(Path(__import__("sys").executable).parent / "dvc")
+    """The installed DVC's document parses: `dvc exp show --json` holds the summary metrics'
+    nested `top1.<arm>` keys (as the figures stage writes them, every default arm), a
+    commit of the earlier flat format still reads, and `obcp exps` prints every arm's top-1
+    in at most 160 columns."""
+    import sys
+
+    from pipeline.reporting.results import summary_metrics
+
+    dvc = str(Path(sys.executable).parent / "dvc")
     repo = tmp_path / "repo"
     (repo / "reports").mkdir(parents=True)
     run(["git", "init", "-q"], repo)
@@ -157,22 +187,45 @@ def test_run_exp_show_real_dvc(tmp_path):
     run(["git", "config", "user.name", "t"], repo)
     run([dvc, "init", "-q"], repo)
     (repo / "params.yaml").write_text("query_times: 2\n")
-    (repo / "reports" / "metrics.json").write_text(json.dumps(
+    (repo / "reports" / "metrics.json").write_text(json.dumps(  # the flat format of earlier commits
         {"obcp": 0.9, "onebit": 0.7, "top1_std": {"obcp": 0.01, "onebit": None},
          "bits": {"obcp": 10.0, "onebit": 10.0}, "n_seeds": 3}))
     (repo / "dvc.yaml").write_text(
         "stages:\n  figures:\n    cmd: 'true'\n    params: [query_times]\n"
         "    metrics:\n      - reports/metrics.json:\n          cache: false\n")
     run(["git", "add", "-A"], repo)
-    run(["git", "commit", "-qm", "base"], repo)
-    frame = exps.exps_table(exps.run_exp_show(repo, dvc=dvc))
-    assert len(frame) == 2
+    run(["git", "commit", "-qm", "flat"], repo)
+    summary = pd.DataFrame({"arm": DEFAULT_ARMS, "top1_mean": [0.9 + i / 1000 for i in range(len(DEFAULT_ARMS))],
+                            "top1_std": [0.01] * (len(DEFAULT_ARMS) - 1) + [math.nan],
+                            "bits": [498.1] * len(DEFAULT_ARMS), "n_seeds": 3})
+    (repo / "reports" / "metrics.json").write_text(json.dumps(summary_metrics(summary)))
+    (repo / "params.yaml").write_text("query_times: 4\n")
+    run(["git", "commit", "-qam", "nested"], repo)
+
+    doc = exps.run_exp_show(repo, dvc=dvc)
+    head = [c for c in doc if c["rev"] != "workspace"][0]["data"]["metrics"]["reports/metrics.json"]["data"]
+    assert list(head["top1"]) == DEFAULT_ARMS and head["top1"]["obcp"] == 90.0  # percent, nested per arm
+    assert list(head["std"]) == DEFAULT_ARMS[:-1]  # a null std is left out by DVC
+    assert set(head) == {"top1", "std", "bits", "n_seeds"}
+    frame = exps.exps_table(doc)
     rows = {r["arm"]: r for _, r in frame.iterrows()}
-    assert sorted(rows) == ["obcp", "onebit"]
-    row = rows["obcp"]
-    assert (row["status"], row["query_times"], row["top1"], row["top1_std"], row["n_seeds"], row["bits"]) == (
-        "baseline", 2, 0.9, 0.01, 3, 10.0)
-    assert rows["onebit"]["top1"] == 0.7 and math.isnan(rows["onebit"]["top1_std"])
+    assert sorted(rows) == sorted(DEFAULT_ARMS)
+    assert (rows["obcp"]["status"], rows["obcp"]["query_times"], rows["obcp"]["top1"], rows["obcp"]["top1_std"],
+            rows["obcp"]["n_seeds"], rows["obcp"]["bits"]) == ("baseline", 4, 0.9, 0.01, 3, 498.1)
+    assert math.isnan(rows[DEFAULT_ARMS[-1]]["top1_std"])
+
+    flat = exps.exps_table(exps.run_exp_show(repo, dvc=dvc, all_commits=True))
+    old = {r["arm"]: r for _, r in flat[flat["query_times"] == 2].iterrows()}
+    assert sorted(old) == ["obcp", "onebit"]
+    assert (old["obcp"]["top1"], old["obcp"]["top1_std"]) == (0.9, 0.01) and math.isnan(old["onebit"]["top1_std"])
+
+    out = run([sys.executable, "-m", "pipeline.cli", "exps", "--width", "160", "-A"], repo).stdout
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 160, out
+    header = next(line for line in lines if line.startswith("experiment"))
+    assert header.split()[-len(DEFAULT_ARMS):] == DEFAULT_ARMS, out  # every arm, one table
+    assert "changed params" in header and "query_times=2" in out and "query_times=4" in out
+    assert "90.0 ±1.0" in out and "…" not in out
     assert exps.workspace_status(repo, dvc=dvc) == "modified"  # the stage never ran: no dvc.lock
     run([dvc, "commit", "-f", "-q"], repo)
     assert exps.workspace_status(repo, dvc=dvc) == "workspace"

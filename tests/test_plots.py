@@ -117,20 +117,6 @@ def test_equal_bits_and_ablations_tables(two_arms, tmp_path):
     assert "| no_nctr | ✓ | ✓ | ✗ | ✓ | 69.0 ± 1.4 (−3.0) | 2 |" in (tmp_path / "abl.md").read_text()
 
 
-def test_yes_rate_by_hand(two_arms, tmp_path):
-    full = results_frame({"fullbit": ("fullbit", "entropy")},
-                         {("fullbit", 0): [0.5, 0.6, 0.7], ("fullbit", 1): [0.5, 0.6, 0.7]})
-    frame = pd.concat([two_arms, full], ignore_index=True)
-    assert_png(P.yes_rate(frame, tmp_path / "yes.png"))
-    csv = pd.read_csv(tmp_path / "yes.csv")
-    assert list(dict.fromkeys(csv["arm"])) == ["obcp", "onebit"]  # fullbit asks no questions
-    assert csv["cycle"].tolist() == [1, 2, 1, 2]  # cycle 0 asks nothing
-    r1 = [40 / 83, 41 / 83]
-    assert csv["yes_rate"].iloc[0] == pytest.approx(np.mean(r1))
-    assert csv["yes_rate_std"].iloc[0] == pytest.approx(np.std(r1, ddof=1))
-    assert csv["asked"].iloc[0] == 83 and csv["yes"].iloc[1] == pytest.approx(51)
-
-
 def _ledger(arm: str, seed: int, asked: list[int], truth: list[int]) -> pd.DataFrame:
     q = pd.DataFrame({"sample_id": range(len(asked)), "asked_class": asked,
                       "answer": np.array(asked) == np.array(truth), "score": 1.0, "rank": range(1, len(asked) + 1)})
@@ -163,6 +149,23 @@ def test_class_queries_counts(tmp_path):
     assert csv["class_name"].tolist()[:4] == ["a", "b", "c", "d"]
 
 
+def test_class_queries_is_one_compact_figure(tmp_path):
+    """Eleven arms × ten classes: one heatmap row (not one panel per arm), wider than tall,
+    redrawn from its CSV alone."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = [{"arm": f"arm{a}", "class": c, "class_name": f"c{c}", "asked": int(n), "yes": int(n) // 2, "full": 0,
+             "n_seeds": 3} for a in range(10) for c, n in enumerate(rng.integers(0, 200, 10))]
+    rows += [{"arm": "fullbit", "class": c, "class_name": f"c{c}", "asked": 0, "yes": 0, "full": 5 + c, "n_seeds": 3}
+             for c in range(10)]
+    pd.DataFrame(rows).to_csv(tmp_path / "cls.csv", index=False)
+    png = P.draw_class_queries(pd.read_csv(tmp_path / "cls.csv"), tmp_path / "cls.png")
+    assert_png(png)
+    width, height = Image.open(png).size
+    assert width > height and height < 900, (width, height)  # it was 853 × 2917
+
+
 def test_query_times_csv(tmp_path):
     frame = pd.DataFrame({  # exps_table rows, newest first
         "query_times": [4, 1, 2, 4, 8, 2],
@@ -179,19 +182,65 @@ def test_query_times_csv(tmp_path):
     assert csv["n_seeds"].tolist() == [2, 1, 2, 3]
 
 
-def test_eleven_arms_get_eleven_colours():
-    arms = [f"arm{i}" for i in range(11)]
-    assert len(set(P._colors(arms).values())) == 11
-    many = [f"arm{i}" for i in range(25)]
-    assert len(set(P._colors(many).values())) == 25
+def test_every_arm_gets_its_own_look():
+    eleven = P.arm_styles([f"arm{i}" for i in range(11)])
+    assert len({st.color for st in eleven.values()}) == 11  # the default arms: 11 distinct colours
+    assert all(st.dash == "-" for st in eleven.values())
+    assert "#7f7f7f" not in {st.color for st in eleven.values()}  # no grey arm
+    for n in (25, 60):  # past the palette: the colours again, dashed; then a colormap
+        many = P.arm_styles([f"arm{i}" for i in range(n)])
+        assert len({(st.color, st.dash) for st in many.values()}) == n
+    assert P.arm_styles(["a", "b"])["b"] == P.arm_styles(["a", "b", "c"])["b"]  # by position, stable
 
 
-def test_arm_curves_for_dvc_plots(two_arms, tmp_path):
-    paths = P.arm_curves(two_arms, tmp_path / "curves")
-    assert [p.name for p in paths] == ["obcp.csv", "onebit.csv"]
-    curve = pd.read_csv(paths[1])
-    assert {"labeled_equiv_pct", "top1"} <= set(curve.columns)
-    assert curve["top1"].tolist() == pytest.approx([0.51, 0.56, 0.63])
+def test_accuracy_axes_stop_at_100():
+    assert P.percent_limits([96.0], [99.5]) == (95.0, 100.0)  # 99.5 + margin would round up to 105
+    assert P.percent_limits([0.5], [30.0]) == (0.0, 35.0)
+    rows = [{"arm": "obcp", "seed": s, "method": "obcp", "strategy": "obcp", "cycle": c, "bits": 1.0 + c,
+             "labeled_equiv_pct": 1.0 + c, "top1": [0.97, 0.99][c] - 0.02 * s, "yes": 0, "asked": 0}
+            for s in (0, 1) for c in (0, 1)]
+    frame = R.from_rows(rows)
+    assert P.curve_limits(frame)[1] == 100.0 and P.bar_limits(frame)[1] == 100.0
+    bottom, top = P.bar_limits(frame)
+    low = 100 * (0.98 - np.std([0.99, 0.97], ddof=1))
+    assert low - bottom >= 0.1 * (top - bottom)  # room for the value labels under the error bars
+
+
+def test_bar_labels_clear_of_error_bars():
+    """Drawn, then measured in pixels: no value label overlaps any error bar."""
+    fig = P._figure(5.0, 4.0)
+    ax = fig.add_subplot()
+    means, stds = np.array([0.932, 0.969, 0.974, 0.50]), np.array([0.013, 0.013, 0.011, 0.02])
+    styles = list(P.arm_styles(["a", "b", "c", "d"]).values())
+    P._bars(ax, ["a", "b", "c", "d"], means, stds, styles, P.percent_limits([45.0], [99.0], margin=2.5))
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    labels = [t for t in ax.texts if t.get_text() in {"93.2", "96.9", "97.4", "50.0"}]
+    assert len(labels) == 4
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    segments = [seg for coll in ax.collections for seg in coll.get_segments()]
+    assert len(segments) == 4  # one vertical error bar per bar
+    caps = [line for line in ax.lines]  # the cap markers
+    for box in boxes:
+        for seg in segments:
+            (x0, y0), (x1, y1) = ax.transData.transform(seg)
+            inside_x = box.x0 - 2 <= x0 <= box.x1 + 2
+            assert not (inside_x and min(y0, y1) < box.y1 and max(y0, y1) > box.y0), "a label crosses an error bar"
+        for cap in caps:
+            for x, y in ax.transData.transform(cap.get_xydata()):
+                assert not (box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1), "a label covers an error bar's cap"
+    assert ax.get_ylim()[1] <= 100.0
+
+
+def test_every_figure_is_a_dvc_plot():
+    """dvc.yaml registers each figure of the report as an image plot (static: renders offline)."""
+    import yaml
+
+    plots = yaml.safe_load((Path(__file__).resolve().parents[1] / "dvc.yaml").read_text())["plots"]
+    assert plots == [f"reports/figures/{name}.png" for name in P.FIGURES]
 
 
 def test_figures_are_deterministic(two_arms, tmp_path):
@@ -207,9 +256,10 @@ def test_write_report_index_links_every_figure(two_arms, tmp_path):
     assert index == tmp_path / "reports" / "index.md"
     text = index.read_text()
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    names = {"accuracy_vs_labels", "selection_strategies", "equal_bits", "ablations", "yes_rate",
-             "selection_quality", "class_queries"}
-    assert {Path(i).stem for i in images} == names
+    names = set(P.FIGURES)  # one yes-rate figure: the selection-quality panel
+    assert names == {"accuracy_vs_labels", "selection_strategies", "equal_bits", "ablations", "selection_quality",
+                     "class_queries"}
+    assert [Path(i).stem for i in images] == list(P.FIGURES)
     for rel in images:
         assert not Path(rel).is_absolute()
         assert_png(index.parent / rel)
@@ -220,8 +270,7 @@ def test_write_report_index_links_every_figure(two_arms, tmp_path):
     assert "| obcp | obcp | obcp | 2 | 332.1 | 6.96 | 72.0 ± 2.8 |" in text  # final summary
     back = R.read_results(tmp_path / "reports" / "results.csv")
     assert len(back) == len(two_arms) and back["top1"].tolist() == pytest.approx(two_arms["top1"].tolist())
-    assert sorted(p.name for p in (tmp_path / "reports" / "figures" / "curves").iterdir()) == ["obcp.csv",
-                                                                                                 "onebit.csv"]
+    assert not (tmp_path / "reports" / "figures" / "curves").exists()
 
 
 def _stage_project(root: Path, two_arms: pd.DataFrame) -> Path:
@@ -263,12 +312,17 @@ def test_figures_stage_end_to_end(two_arms, tmp_path):
     assert "reports/index.md" in out.stdout
     assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
     assert out.stdout.count("the temporary file of an interrupted write") == 2
-    summary = json.loads((reports / "metrics.json").read_text())  # what `dvc exp show` shows
-    assert list(summary) == ["obcp", "onebit", "top1_std", "bits", "n_seeds"]
-    assert (summary["obcp"], summary["onebit"], summary["n_seeds"]) == (0.72, 0.63, 2)
-    assert summary["top1_std"] == {"obcp": 0.028, "onebit": 0.042}
-    assert summary["bits"] == {"obcp": 332.1, "onebit": 332.1}
+    summary = json.loads((reports / "metrics.json").read_text())  # what `dvc exp show` shows, in percent
+    assert summary == {"top1": {"obcp": 72.0, "onebit": 63.0}, "std": {"obcp": 2.8, "onebit": 4.2},
+                       "bits": {"obcp": 332.1, "onebit": 332.1}, "n_seeds": 2}
     text = (root / "reports" / "index.md").read_text()
+    head = text.split("## ")[0]  # the page opens with what produced it
+    assert "- **Dataset:** digits (10 classes)" in head and "seeds 0, 1" in head
+    from pipeline.reporting.provenance import params_file_hash
+
+    assert f"hash {params_file_hash(root / 'params.yaml')}" in head
+    assert re.search(r"- \*\*Machine:\*\* .+ \d+ CPU\(s\)", head)
+    assert re.search(r"- \*\*Date:\*\* \d{4}-\d\d-\d\d \d\d:\d\d UTC", head)
     for rel in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert_png(root / "reports" / rel)
     assert len(pd.read_csv(root / "reports" / "results.csv")) == 12

@@ -138,14 +138,20 @@ def test_final_summary_one_seed_has_nan_std(metrics_dir):
     assert summary["top1_std"].isna().all()
     assert R.pct(summary["top1_mean"].iloc[0], summary["top1_std"].iloc[0]) == "70.0"
     doc = R.summary_metrics(summary)  # valid JSON: one seed's std is null, not NaN
-    assert doc["top1_std"] == {"obcp": None, "onebit": None} and doc["n_seeds"] == 1
+    assert doc["std"] == {"obcp": None, "onebit": None} and doc["n_seeds"] == 1
     assert json.loads(json.dumps(doc, allow_nan=False)) == doc
 
 
-def test_summary_metrics_refuses_an_arm_named_like_a_group(metrics_dir):
-    summary = R.final_summary(R.collect(metrics_dir, ARMS, [0])).replace({"arm": {"onebit": "bits"}})
-    with pytest.raises(R.ResultsError, match="rename the arm"):
-        R.summary_metrics(summary)
+def test_summary_metrics_nested_in_percent(metrics_dir):
+    """reports/metrics.json: `top1.<arm>` and `std.<arm>` in percent (0.1), `bits.<arm>`, `n_seeds`."""
+    doc = R.summary_metrics(R.final_summary(R.collect(metrics_dir, ARMS, [0, 1])))
+    assert list(doc) == list(R.SUMMARY_GROUPS) == ["top1", "std", "bits", "n_seeds"]
+    assert doc["top1"] == {"obcp": 72.0, "onebit": 63.0}  # (0.70 + 0.74) / 2, (0.60 + 0.66) / 2
+    assert doc["std"] == {"obcp": round(100 * math.sqrt(2 * 0.02 ** 2), 1), "onebit": 4.2}
+    assert doc["bits"] == {"obcp": 332.1, "onebit": 332.1} and doc["n_seeds"] == 2
+    # an arm may be called like a group now: the arms are one level down
+    renamed = R.final_summary(R.collect(metrics_dir, ARMS, [0])).replace({"arm": {"onebit": "bits"}})
+    assert R.summary_metrics(renamed)["top1"] == {"obcp": 70.0, "bits": 60.0}
 
 
 @settings(max_examples=50, deadline=None)

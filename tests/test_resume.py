@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -184,7 +185,7 @@ def killed_pretrain(stage1_data: Path, dest: Path) -> Path:
     project = project_from(stage1_data, dest)
     stage1 = project / "data/runs/seed0/stage1"
     stage1.unlink()  # this project trains its own stage 1
-    e = {**env(), "PYTHONUNBUFFERED": "1"}
+    e = {**env(), "PYTHONUNBUFFERED": "1", "OBCP_VERBOSE": "1"}  # the epoch lines
     proc = subprocess.Popen([sys.executable, "-m", "stages.pretrain", "--seed", "0"], cwd=project, env=e,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True)
     try:
@@ -225,7 +226,7 @@ def killed_in_cycle_2(stage1_data: Path, dest: Path) -> Path:
     assert not (project / ARM / "cycle_002/manifest.json").exists()
     assert set(ledger.read(project / LEDGER)["cycle"]) == {1}
     out = run(ACTIVE, project)
-    assert "cycle 1: up to date, skipped" in out.stdout
+    assert re.search(r"^arm 1/1 obcp +seed 0  cycle 1/2 .* up to date  ETA ", out.stdout, re.M), out.stdout
     return project
 
 

@@ -29,6 +29,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from pipeline.loop.progress import verbose as verbose_log
 from pipeline.core import distributed as dist
 from pipeline.method import losses
 from pipeline.core.config import ArmParams, ContrastiveParams, TrainParams
@@ -475,7 +476,8 @@ def train_epochs(
 ) -> list[dict[str, float]]:
     """Train from `state.epoch` up to (excluding) `until_epoch`; returns one log row per epoch.
 
-    `log` gets one line per epoch (losses, images/s); `progress` shows a per-step bar on a
+    `log` gets one line per epoch (losses, images/s) when verbose (`pipeline.loop.progress`:
+    ``OBCP_VERBOSE=1`` or a stage's ``--verbose``); `progress` shows a per-step bar on a
     terminal (rank 0).
 
     `history` (rank 0 only matters; every rank passes whether to record) receives, in each
@@ -548,7 +550,7 @@ def train_epochs(
             row.update({f"loss_{k}": float(v) / max(steps, 1) for k, v in sums.items()})
             row["images_per_s"] = seen * (dist.world_size()) / seconds if seconds > 0 else 0.0
             rows.append(row)
-            if log is not None and dist.is_main():
+            if log is not None and dist.is_main() and verbose_log():  # OBCP_VERBOSE=1 / --verbose
                 parts = " ".join(f"{k[5:]}={v:.3f}" for k, v in row.items() if k.startswith("loss_"))
                 log(f"epoch {epoch + 1}/{until_epoch} {parts} {row['images_per_s']:.0f} img/s")
             if on_epoch_end is not None:

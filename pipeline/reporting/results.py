@@ -25,8 +25,9 @@ selection.<q>      float64  the cycle's selection quality (`pipeline.selection.d
                             for cycle 0 and where undefined
 =================  =======  ==============================================================
 
-Accuracies stay fractions in every table and CSV; the markdown renderings show
-percentages. Standard deviations are over seeds with ``ddof=1`` (NaN for one seed).
+Accuracies stay fractions in every table and CSV; the markdown renderings, the figures
+and the summary metrics (``reports/metrics.json``, `summary_metrics`) show percentages.
+Standard deviations are over seeds with ``ddof=1`` (NaN for one seed).
 """
 from __future__ import annotations
 
@@ -331,33 +332,32 @@ def final_summary(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-SUMMARY_GROUPS: tuple[str, ...] = ("top1_std", "bits", "n_seeds")  # keys of the summary metrics besides the arms
+SUMMARY_GROUPS: tuple[str, ...] = ("top1", "std", "bits", "n_seeds")  # the summary metrics' top-level keys
 
 
 def summary_metrics(summary: pd.DataFrame) -> dict:
-    """The summary metrics document (``reports/metrics.json``, what ``dvc exp show`` and
-    ``dvc metrics diff`` show) from a `final_summary`.
+    """The summary metrics document (``reports/metrics.json``, what ``dvc exp show``, ``dvc
+    metrics diff`` and ``obcp exps`` show) from a `final_summary`::
 
-    Top level, one key per arm in params order: its final test top-1, mean over seeds (a
-    fraction, 3 decimals), so that ``dvc exp show`` has one short column per arm, the arm's
-    name. Then ``top1_std`` (arm → std over seeds, ddof=1; null for one seed), ``bits``
-    (arm → bits spent, mean over seeds) and ``n_seeds``. No lists: DVC drops them.
+        {"top1": {"obcp": 96.9, ...},   # final test top-1 per arm, mean over seeds, percent (0.1)
+         "std": {"obcp": 1.3, ...},     # its std over seeds (ddof=1), percentage points (0.1); null for one seed
+         "bits": {"obcp": 498.1, ...},  # bits of supervision spent, mean over seeds (0.1)
+         "n_seeds": 3}
+
+    Arms in params order inside each group, so ``dvc exp show --keep top1`` keeps one column
+    per arm (``top1.<arm>``) whatever else it drops. Percent, as in every table and figure.
+    No lists: DVC drops them.
     """
-    clash = [a for a in summary["arm"] if a in SUMMARY_GROUPS]
-    if clash:
-        raise ResultsError(
-            f"arm name(s) {clash} are keys of the summary metrics (reports/metrics.json) already; rename the "
-            f"arm(s) in params.yaml (reserved: {', '.join(SUMMARY_GROUPS)})."
-        )
+    def rounded(value: float, scale: float) -> float | None:
+        return None if math.isnan(value) else round(scale * float(value), 1)
 
-    def rounded(value: float, digits: int) -> float | None:
-        return None if math.isnan(value) else round(float(value), digits)
-
-    doc: dict = {arm: rounded(m, 3) for arm, m in zip(summary["arm"], summary["top1_mean"])}
-    doc["top1_std"] = {arm: rounded(s, 3) for arm, s in zip(summary["arm"], summary["top1_std"])}
-    doc["bits"] = {arm: rounded(b, 1) for arm, b in zip(summary["arm"], summary["bits"])}
-    doc["n_seeds"] = int(summary["n_seeds"].max()) if len(summary) else 0
-    return doc
+    arms = list(summary["arm"])
+    return {
+        "top1": {arm: rounded(m, 100) for arm, m in zip(arms, summary["top1_mean"])},
+        "std": {arm: rounded(s, 100) for arm, s in zip(arms, summary["top1_std"])},
+        "bits": {arm: rounded(b, 1) for arm, b in zip(arms, summary["bits"])},
+        "n_seeds": int(summary["n_seeds"].max()) if len(summary) else 0,
+    }
 
 
 def ablation_table(results: pd.DataFrame, arms: Mapping[str, ArmParams]) -> pd.DataFrame:

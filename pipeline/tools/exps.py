@@ -12,7 +12,7 @@ Input is the document ``dvc exp show --json`` prints (DVC 3.x): a list of commit
 
 The accuracies come from the summary metrics ``reports/metrics.json`` (the figures stage's,
 `pipeline.reporting.results.summary_metrics`): per arm the final top-1 mean over seeds, its std and
-the bits spent. Only finished results are used: a queued, running or failed experiment is
+the bits spent (in the table below as fractions, like every results table). Only finished results are used: a queued, running or failed experiment is
 listed with no accuracy, because DVC shows the *baseline's* metrics for it (they are not
 its own); so is a workspace whose outputs are not up to date with its params
 (``dvc status`` not clean).
@@ -142,15 +142,26 @@ def _number(value: Any) -> float:
 
 
 def _summary_rows(values: dict) -> list[dict]:
-    """Per arm of one summary metrics document: top1, top1_std, n_seeds, bits."""
-    from pipeline.reporting.results import SUMMARY_GROUPS
+    """Per arm of one summary metrics document: top1 and top1_std (fractions), n_seeds, bits.
 
-    stds, bits = values.get("top1_std"), values.get("bits")
-    return [{"arm": arm, "top1": _number(top1),
-             "top1_std": _number(stds.get(arm)) if isinstance(stds, dict) else math.nan,
-             "n_seeds": values.get("n_seeds"),
-             "bits": _number(bits.get(arm)) if isinstance(bits, dict) else math.nan}
-            for arm, top1 in values.items() if arm not in SUMMARY_GROUPS and not isinstance(top1, dict)]
+    The document is `pipeline.reporting.results.summary_metrics`' (``top1``/``std`` groups in
+    percent); commits made before it was nested have one fraction per arm at the top level
+    and ``top1_std`` in fractions, and are read too (``dvc exp show -A`` lists them).
+    """
+    top1, stds, bits = values.get("top1"), values.get("std"), values.get("bits")
+    scale = 0.01
+    if not isinstance(top1, dict):  # the earlier, flat document
+        top1 = {arm: v for arm, v in values.items() if arm not in ("top1_std", "bits", "n_seeds")
+                and not isinstance(v, dict)}
+        stds, scale = values.get("top1_std"), 1.0
+    stds = stds if isinstance(stds, dict) else {}
+    bits = bits if isinstance(bits, dict) else {}
+    def frac(value: Any) -> float:
+        return round(scale * _number(value), 6)  # 96.9 % → 0.969, not 0.9690000000000001
+
+    return [{"arm": arm, "top1": frac(v), "top1_std": frac(stds.get(arm)),
+             "n_seeds": values.get("n_seeds"), "bits": _number(bits.get(arm))}
+            for arm, v in top1.items()]
 
 
 def param_value(params: dict, key: str) -> Any:
@@ -255,6 +266,143 @@ def build_exps_report(doc: list, out_dir: str | os.PathLike, *, include_workspac
     write_text(out / "exps.md", "\n".join(text))
     png = plots.query_times(frame, out / png_name, x=x)
     return [out / "exps.csv", out / "exps.md", png, png.with_suffix(".csv")]
+
+
+# --------------------------------------------------------------------------- the terminal table
+
+TABLE_WIDTH = 160  # what `obcp exps` fits in when it cannot tell the terminal's width
+
+
+def _flat(params: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested params as ``{"budget.initial": 50, ...}`` (lists kept as values)."""
+    if not isinstance(params, dict):
+        return {prefix: params} if prefix else {}
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def changed_params(doc: list, *, include_workspace: bool = False,
+                   workspace_status: str = "workspace") -> dict[str, dict[str, Any]]:
+    """experiment → the params.yaml keys (dotted) whose values differ between the listed
+    experiments, with this experiment's values; empty when every experiment has the same params."""
+    flat = {str(s["experiment"]): _flat(_params(s["data"]))
+            for s in _states(doc, include_workspace, workspace_status)}
+    keys = sorted({k for values in flat.values() for k in values})
+    differ = [k for k in keys if len({json.dumps(v.get(k), sort_keys=True, default=str) for v in flat.values()}) > 1]
+    return {name: {k: values.get(k) for k in differ} for name, values in flat.items()}
+
+
+def _cell(top1: float, std: float, with_std: bool) -> str:
+    if pd.isna(top1):
+        return "—"
+    return f"{100 * top1:.1f}" + (f" ±{100 * std:.1f}" if with_std and not pd.isna(std) else "")
+
+
+def terminal_rows(frame: pd.DataFrame, changed: dict[str, dict[str, Any]] | None = None
+                  ) -> tuple[list[str], list[dict[str, Any]]]:
+    """(arms, rows) of the `obcp exps` table, from an `exps_table` frame.
+
+    One row per experiment: the workspace, then each baseline followed by its experiments
+    (newest first). Each row has ``name`` (an experiment indented under its baseline; a
+    status other than finished in brackets), ``params`` (``key=value …`` of its
+    `changed_params`) and ``values``: arm → ``(top1, top1_std)`` fractions (NaN: no result).
+    """
+    arms = list(dict.fromkeys(frame["arm"].dropna().tolist()))
+    first = frame.drop_duplicates("experiment")
+    order = [e for e in first["experiment"] if e == "workspace"]
+    for base in dict.fromkeys(first["baseline"]):
+        if base == "workspace":
+            continue
+        order += [e for e, b in zip(first["experiment"], first["baseline"]) if e == base]
+        order += [e for e, b in zip(first["experiment"], first["baseline"]) if b == base and e != base]
+    info = first.set_index("experiment")
+    rows = []
+    for name in order:
+        status, base = info.loc[name, "status"], info.loc[name, "baseline"]
+        label = name if name in ("workspace", base) else f"  {name}"
+        if status not in ("success", "baseline", "workspace"):
+            label += f" ({status})"
+        mine = frame[(frame["experiment"] == name) & frame["top1"].notna()].set_index("arm")
+        values = {arm: (float(mine.loc[arm, "top1"]), float(mine.loc[arm, "top1_std"])) if arm in mine.index
+                  else (math.nan, math.nan) for arm in arms}
+        params = (changed or {}).get(name, {})
+        rows.append({"name": label, "params": " ".join(f"{k}={v}" for k, v in params.items()), "values": values})
+    return arms, rows
+
+
+def terminal_tables(frame: pd.DataFrame, changed: dict[str, dict[str, Any]] | None = None, *,
+                    width: int = TABLE_WIDTH) -> tuple[list, bool]:
+    """The `obcp exps` table as rich Tables, each at most `width` columns wide when printed,
+    and whether they show the std.
+
+    Final test top-1 in percent per arm (``mean ±std`` when that fits, else the mean), one
+    row per experiment; arms that do not fit beside each other go to a further table."""
+    from rich import box
+    from rich.table import Table
+
+    arms, rows = terminal_rows(frame, changed)
+    show_params = any(r["params"] for r in rows)
+
+    def build(chunk: list[str], with_std: bool) -> Table:
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True)
+        table.add_column("experiment", no_wrap=True)
+        if show_params:
+            table.add_column("changed params", max_width=28, overflow="fold")
+        for arm in chunk:
+            table.add_column(arm, justify="right", no_wrap=True)
+        for r in rows:
+            cells = [r["name"], *([r["params"]] if show_params else [])]
+            table.add_row(*cells, *(_cell(*r["values"][a], with_std) for a in chunk))
+        return table
+
+    if not arms:
+        return [build([], False)], False
+    any_std = any(not pd.isna(std) for r in rows for _, std in r["values"].values())
+    for with_std in ((True, False) if any_std else (False,)):
+        if _width(build(arms, with_std)) <= width:
+            return [build(arms, with_std)], with_std
+    tables, chunk = [], []
+    for arm in arms:  # one arm at a time, a new table when the next would not fit
+        if chunk and _width(build([*chunk, arm], False)) > width:
+            tables.append(build(chunk, False))
+            chunk = []
+        chunk.append(arm)
+    return tables + [build(chunk, False)], False
+
+
+def _width(renderable: Any) -> int:
+    """Columns `renderable` takes when printed with all the room it wants."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=10_000, color_system=None, highlight=False)
+    console.print(renderable)
+    return max((len(line.rstrip()) for line in console.file.getvalue().splitlines()), default=0)
+
+
+def print_exps(doc: list, *, include_workspace: bool = True, workspace_status: str = "workspace",
+               width: int | None = None, file: Any = None) -> None:
+    """Print the `obcp exps` view of an ``exp show`` document: a caption and `terminal_tables`."""
+    import shutil
+
+    from rich.console import Console
+
+    width = width or shutil.get_terminal_size((TABLE_WIDTH, 24)).columns
+    frame = exps_table(doc, include_workspace=include_workspace, workspace_status=workspace_status)
+    changed = changed_params(doc, include_workspace=include_workspace, workspace_status=workspace_status)
+    console = Console(file=file, width=width, highlight=False, soft_wrap=False)
+    tables, with_std = terminal_tables(frame, changed, width=width)
+    seeds = sorted({int(n) for n in frame["n_seeds"].dropna()})
+    what = "mean ±std" if with_std else "mean"
+    over = f"{what} over {'/'.join(map(str, seeds))} seed(s)" if seeds else "no results yet"
+    console.print(f"final test top-1 % per arm, {over} (reports/metrics.json of each experiment)")
+    for table in tables:
+        console.print(table)
+    if (frame["status"] == "modified").any():
+        console.print("workspace: not reproduced for its params (`dvc status`); run `dvc repro` for its results")
 
 
 # --------------------------------------------------------------------------- running

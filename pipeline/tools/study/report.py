@@ -148,8 +148,7 @@ def quality_figure(runs: pd.DataFrame, key: str, out: str | os.PathLike, title: 
                              f"{key}_std": seed_std(g[key]), "n_seeds": int(g["seed"].nunique())})
     table = pd.DataFrame(rows)
     write_csv(out.with_suffix(".csv"), table)
-    colors = plots._colors(arms)
-    dashes = {arm: "--" if i >= 10 else "-" for i, arm in enumerate(arms)}  # the colour cycle has 10
+    styles = plots.arm_styles(arms)
     ncols = min(4, len(variants))
     nrows = -(-len(variants) // ncols)
     fig = plots._figure(3.6 * ncols, 2.8 * nrows + 0.6)
@@ -157,7 +156,7 @@ def quality_figure(runs: pd.DataFrame, key: str, out: str | os.PathLike, title: 
     for ax, variant in zip(axes.flat, variants):
         for arm, g in table[table["variant"] == variant].groupby("arm", sort=False):
             ax.errorbar(g["cycle"], g[key], yerr=plots._std0(g[f"{key}_std"]), marker="o", ms=3, capsize=2,
-                        color=colors[arm], linestyle=dashes[arm], label=arm)
+                        color=styles[arm].color, linestyle=styles[arm].dash, label=arm)
         ax.set_xticks(sorted(data["cycle"].unique()))
         ax.set_title(variant, fontsize=9)
         ax.set_xlabel("query cycle")
