@@ -1,19 +1,23 @@
 # Two commands on a fresh machine:  `make repro` (the main job)  and  `make test`.
-# Both set themselves up first (idempotent; skipped when nothing changed).
+# Both set themselves up first (idempotent; skipped when nothing changed): `repro` installs only
+# what the pipeline needs (.ci/setup); `test` adds the tests' system packages (.ci/setup-test).
 VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup repro test docs bench gpu-check study study-report clean-runs
+.PHONY: setup setup-test repro test docs bench gpu-check study study-report clean-runs
 
 setup:
 	@bash .ci/setup
 
+setup-test: setup
+	@bash .ci/setup-test
+
 repro: setup
 	dvc repro
 
-test: setup
+test: setup-test
 	python -m pytest -q
 
 # Regenerate docs/parameters.md, docs/cli.md and the README's and docs' tables from the code and the

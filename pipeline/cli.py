@@ -1,40 +1,108 @@
-"""`obcp`: the command-line tool (typer).
+"""`obcp`: the command-line tool (typer). `obcp -h` lists the commands, `obcp COMMAND -h` explains one.
 
     obcp validate                       check params.yaml, list every problem
-    obcp audit sample ID | cycle K | summary   [--arm A --seed S --csv/--json]
+    obcp audit sample ID | cycle | summary   [--arm A --seed S --cycle K --csv/--json]
     obcp score | oracle | update | retrain --cycle K --arm A --seed S
     obcp annotate --arm A --seed S      answer the human oracle's questions on a local page
                   [--export label-studio | --import EXPORT.json]
     obcp table1                         the paper's Table 1 bit accounting
     obcp exps                           every arm's final top-1 in every DVC experiment, one table
-    obcp report exps | sweep PARAM V…   compare DVC experiments (Fig. 6); run a sweep first
+    obcp sweep PARAM V… ; obcp report   compare DVC experiments (Fig. 6)
     obcp gpu-check [--cpu]              what only a GPU can check, in one command
     obcp study plan | run | report      the study grid (pipeline/tools/study/study.yaml) → reports/study.md
+
+Conventions for every command (tests/test_cli.py checks them over the whole command tree):
+
+- Help. `-h` and `--help` everywhere; `obcp --version`. A command's docstring is one summary
+  line (not wrapped: it is the command list's entry), optional detail, and a last paragraph
+  `Example: `obcp …`` whose options exist. Every option and argument has `help=`.
+- Names. A run is chosen with the options `--arm`, `--seed` and `--cycle`, never positional:
+  reuse ARM, SEED, CYCLE, PARAMS below (and CSV, JSON for machine-readable output).
+- Checks before work. Check values against params.yaml and the artifacts first (`_check_seed`,
+  `_check_cycle`, `Params.arm`). Bad input raises an `ObcpError` inside `with reported():`, which
+  prints `error: …` (no traceback) and exits 2. A value out of range names the valid range
+  (`--cycle 5 is outside 1..4 …`); an unknown arm says `unknown arm`.
+- Output. Tables go through `_emit`: plain numbers (no 3.3e+04), class names beside class
+  indices (`_with_class_names`). `--csv`/`--json` keep full precision.
+- Speed. Import heavy modules (torch, FFCV, DVC) inside the command, so `obcp -h` stays fast.
+- Groups. A sub-app (`obcp audit …`) only for two or more commands; one command is a command.
 """
 from __future__ import annotations
 
+import math
 import sys
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 import typer
 
+from pipeline import __version__
 from pipeline.core.errors import ObcpError, reported
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="One-bit Active Query with Contrastive Pairs.")
-audit_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Who was asked what, when, and the answer.")
+if TYPE_CHECKING:
+    from pipeline.core.config import Params
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(add_completion=False, no_args_is_help=True, context_settings=CONTEXT)  # help: `main`'s docstring
+audit_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                        help="Who was asked what, when, and the answer (from the query ledger).\n\n"
+                        "Example: `obcp audit summary --arm obcp --seed 0`")
 app.add_typer(audit_app, name="audit")
 
-PARAMS = typer.Option(Path("params.yaml"), help="params file")
-ARM = typer.Option("obcp", help="arm name (a key of `arms` in params.yaml)")
-SEED = typer.Option(0, help="seed")
+PARAMS = typer.Option(Path("params.yaml"), "--params", help="the params file, e.g. params.yaml")
+ARM = typer.Option("obcp", "--arm", help="the arm: a key of `arms` in params.yaml, e.g. obcp")
+SEED = typer.Option(0, "--seed", help="the seed: one of `seeds` in params.yaml, e.g. 0")
+CYCLE = typer.Option(..., "--cycle", help="the query cycle: 1..query_times of params.yaml, e.g. 1")
+CSV = typer.Option(False, "--csv", help="print CSV (full precision) instead of a table")
+JSON = typer.Option(False, "--json", help="print JSON records (full precision) instead of a table")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"obcp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print obcp's version and exit"),
+) -> None:
+    """One-bit Active Query with Contrastive Pairs: the pipeline's command-line tool.
+
+    Example: `obcp audit summary --arm obcp --seed 0`
+    """
 
 
 class Format(str, Enum):
     table = "table"
     csv = "csv"
     json = "json"
+
+
+def _plain_column(values: pd.Series) -> pd.Series:
+    """A column as text for a table: integers as integers, other numbers with fixed decimals
+    (never an exponent), missing values as `-`, booleans as yes/no."""
+    if pd.api.types.is_bool_dtype(values) or str(values.dtype) == "boolean":
+        return values.map(lambda v: "-" if pd.isna(v) else ("yes" if v else "no"))
+    if not pd.api.types.is_numeric_dtype(values):
+        return values.map(lambda v: "-" if v is None or (not isinstance(v, str) and pd.isna(v)) else str(v))
+    numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+    finite = numbers[numbers.notna() & numbers.map(math.isfinite)]
+    if finite.empty or (finite == finite.round()).all():
+        return numbers.map(lambda v: "-" if pd.isna(v) else f"{v:.0f}" if math.isfinite(v) else str(v))
+    nonzero = finite[finite != 0].abs()
+    decimals = 1 if finite.abs().max() >= 1000 else 4
+    if len(nonzero) and nonzero.min() < 1e-3:
+        decimals = 6
+    return numbers.map(lambda v: "-" if pd.isna(v) else f"{v:.{decimals}f}")
+
+
+def _table_text(frame: pd.DataFrame) -> str:
+    """`frame` as an aligned plain-text table (see `_plain_column`)."""
+    return frame.apply(_plain_column).to_string(index=False)
 
 
 def _emit(frame: pd.DataFrame, fmt: Format) -> None:
@@ -45,28 +113,76 @@ def _emit(frame: pd.DataFrame, fmt: Format) -> None:
     elif frame.empty:
         typer.echo("(no rows)")
     else:
-        typer.echo(frame.to_string(index=False))
+        typer.echo(_table_text(frame))
 
 
 def _fmt(csv: bool, json: bool) -> Format:
+    if csv and json:
+        raise ObcpError("--csv and --json: choose one output format (or neither, for a table).")
     return Format.csv if csv else Format.json if json else Format.table
 
 
-def _ledger(params: Path, arm: str, seed: int) -> tuple[pd.DataFrame, int]:
-    from pipeline.pool import ledger
-    from pipeline.core.config import load_params
-    from pipeline.data.index import read_classes
+def _check_seed(p: Params, seeds: Sequence[int]) -> None:
+    """Every seed is one of params.yaml's `seeds`."""
+    bad = [s for s in seeds if s not in p.seeds]
+    if bad:
+        raise ObcpError(f"--seed {bad[0]} is not one of the seeds in params.yaml ({', '.join(map(str, p.seeds))}); "
+                        f"choose one of them, e.g. `--seed {p.seeds[0]}`.")
+
+
+def _check_cycle(p: Params, cycle: int) -> None:
+    """`cycle` is a query cycle of params.yaml: 1..query_times."""
+    if not 1 <= cycle <= p.query_times:
+        raise ObcpError(f"--cycle {cycle} is outside 1..query_times ({p.query_times}); choose a cycle in "
+                        f"1..{p.query_times}, e.g. `--cycle 1`.")
+
+
+def _class_names(p: Params) -> list[str] | None:
+    """The dataset's class names (classes.json beside the converted data), or None before `convert`."""
     from pipeline.core.layout import Layout
+    from pipeline.data.index import read_classes
+
+    path = Layout(p.dataset.name).data_dir
+    return read_classes(path)["classes"] if (path / "classes.json").is_file() else None
+
+
+NAMED = {"true_label": "true_label_name", "asked_class": "asked_class_name", "label_given": "label_given_name",
+         "class": "class_name"}
+
+
+def _with_class_names(frame: pd.DataFrame, names: Sequence[str] | None) -> pd.DataFrame:
+    """A `<column>_name` column right after each class-index column of NAMED (-1, no class: missing)."""
+    if names is None:
+        return frame
+    out = frame.copy()
+    for column, named in NAMED.items():
+        if column in out.columns:
+            index = out[column].astype("int64")
+            text = [names[i] if 0 <= i < len(names) else None for i in index]
+            out.insert(out.columns.get_loc(column) + 1, named, pd.Series(text, index=out.index, dtype="object"))
+    return out
+
+
+def _ledger(params: Path, arm: str, seed: int) -> tuple[Params, pd.DataFrame, list[str]]:
+    from pipeline.core.config import load_params
+    from pipeline.core.layout import Layout
+    from pipeline.data.index import read_classes
+    from pipeline.pool import ledger
 
     p = load_params(params)
     p.arm(arm)
+    _check_seed(p, [seed])
     layout = Layout(p.dataset.name)
-    return ledger.read(layout.ledger(arm, seed)), read_classes(layout.data_dir)["num_classes"]
+    frame = ledger.read(layout.ledger(arm, seed))
+    return p, frame, read_classes(layout.data_dir)["classes"]
 
 
 @app.command()
 def validate(params: Path = PARAMS) -> None:
-    """Check params.yaml; print every problem with its key path (exit 2) or 'ok'."""
+    """Check params.yaml; print every problem with its key path (exit 2) or 'ok'.
+
+    Example: `obcp validate --params params.yaml`
+    """
     from pipeline.core.config import load_params
 
     with reported():
@@ -76,23 +192,37 @@ def validate(params: Path = PARAMS) -> None:
 
 @audit_app.command("sample")
 def audit_sample(
-    sample_id: int,
-    arm: list[str] = typer.Option([], help="only this arm (repeatable); default: every arm in params.yaml"),
-    seed: list[int] = typer.Option([], help="only this seed (repeatable); default: every seed in params.yaml"),
-    params: Path = PARAMS,
-    csv: bool = typer.Option(False, "--csv"), json: bool = typer.Option(False, "--json"),
+    sample_id: int = typer.Argument(..., help="the sample's id in the train split: 0..N-1, e.g. 123"),
+    arm: list[str] = typer.Option([], "--arm", help="only this arm (repeatable), e.g. obcp; default: every arm "
+                                  "in params.yaml"),
+    seed: list[int] = typer.Option([], "--seed", help="only this seed (repeatable), e.g. 0; default: every seed "
+                                   "in params.yaml"),
+    params: Path = PARAMS, csv: bool = CSV, json: bool = JSON,
 ) -> None:
-    """Every question ever asked about one sample, in every arm and seed: cycle, asked class, answer."""
-    from pipeline.pool import ledger
+    """Every question ever asked about one sample, in every arm and seed: cycle, asked class, answer.
+
+    Example: `obcp audit sample 123 --arm obcp --seed 0 --json`
+    """
     from pipeline.core.config import load_params
     from pipeline.core.layout import Layout
+    from pipeline.data.index import read_index
+    from pipeline.pool import ledger
 
     with reported():
+        fmt = _fmt(csv, json)
         p = load_params(params)
         arms, seeds = arm or list(p.arms), seed or list(p.seeds)
         for name in arms:
             p.arm(name)
+        _check_seed(p, seeds)
         layout = Layout(p.dataset.name)
+        if (layout.data_dir / "index.parquet").is_file():
+            n = int((read_index(layout.data_dir)["split"] == "train").sum())
+            if not 0 <= sample_id < n:
+                raise ObcpError(f"sample {sample_id} is outside 0..{n - 1} (the ids of the {n} train samples of "
+                                f"{p.dataset.name}).")
+        elif sample_id < 0:
+            raise ObcpError(f"sample {sample_id}: sample ids start at 0.")
         found, absent = [], []
         for s in seeds:
             for name in arms:
@@ -111,41 +241,52 @@ def audit_sample(
             note = f"; no ledger yet for {', '.join(absent)}" if absent else ""
             typer.echo(f"sample {sample_id} was never asked about in arm(s) {', '.join(arms)}, seed(s) "
                        f"{', '.join(map(str, seeds))} ({len(found)} ledger(s) searched{note}).", err=True)
-            if not (csv or json):
+            if fmt is Format.table:
                 return
-        _emit(rows, _fmt(csv, json))
+        _emit(_with_class_names(rows, _class_names(p)), fmt)
 
 
 @audit_app.command("cycle")
 def audit_cycle(
-    cycle: int, arm: str = ARM, seed: int = SEED, params: Path = PARAMS,
-    csv: bool = typer.Option(False, "--csv"), json: bool = typer.Option(False, "--json"),
+    cycle: int = CYCLE, arm: str = ARM, seed: int = SEED, params: Path = PARAMS, csv: bool = CSV, json: bool = JSON,
 ) -> None:
-    """Every question of one query cycle."""
+    """Every question of one query cycle, by rank: sample, asked class, answer, score.
+
+    Example: `obcp audit cycle --cycle 2 --arm obcp --seed 0 --csv`
+    """
     from pipeline.pool import ledger
 
     with reported():
-        frame, _ = _ledger(params, arm, seed)
-        _emit(ledger.for_cycle(frame, cycle), _fmt(csv, json))
+        fmt = _fmt(csv, json)
+        p, frame, names = _ledger(params, arm, seed)
+        done = sorted(int(k) for k in frame["cycle"].unique())
+        if cycle not in done:
+            _check_cycle(p, cycle)
+            have = f"cycles {done[0]}..{done[-1]}" if done else "no cycle yet"
+            raise ObcpError(f"--cycle {cycle} is outside the finished cycles of arm {arm}, seed {seed}: its ledger "
+                            f"has {have} (query_times: {p.query_times}). Choose one of them, or run `dvc repro` "
+                            "to finish the others.")
+        _emit(_with_class_names(ledger.for_cycle(frame, cycle), names), fmt)
 
 
 @audit_app.command("summary")
-def audit_summary(
-    arm: str = ARM, seed: int = SEED, params: Path = PARAMS,
-    csv: bool = typer.Option(False, "--csv"), json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Per cycle: asked, yes, no, yes-rate, and per-class counts."""
+def audit_summary(arm: str = ARM, seed: int = SEED, params: Path = PARAMS, csv: bool = CSV, json: bool = JSON) -> None:
+    """Per cycle: asked, yes, no, yes-rate; per cycle and class: asked, yes, full labels.
+
+    Example: `obcp audit summary --arm obcp --seed 0`
+    """
     from pipeline.pool import ledger
 
     with reported():
-        frame, num_classes = _ledger(params, arm, seed)
-        result = ledger.summary(frame, num_classes)
         fmt = _fmt(csv, json)
+        _, frame, names = _ledger(params, arm, seed)
+        result = ledger.summary(frame, len(names))
+        per_class = _with_class_names(result.per_class, names)
         if fmt is Format.json:  # one document with both tables
             import json as _json
 
-            doc = {name: _json.loads(getattr(result, name).to_json(orient="records"))
-                   for name in ("per_cycle", "per_class")}
+            doc = {name: _json.loads(table.to_json(orient="records"))
+                   for name, table in (("per_cycle", result.per_cycle), ("per_class", per_class))}
             typer.echo(_json.dumps(doc, indent=2))
             return
         if fmt is Format.table:
@@ -153,20 +294,22 @@ def audit_summary(
         _emit(result.per_cycle, fmt)
         if fmt is Format.table:
             typer.echo("\nper class (asked / yes)")
-        _emit(result.per_class, fmt)
+        _emit(per_class, fmt)
 
 
 def _step(name: str, cycle: int, arm: str, seed: int, params: Path) -> None:
+    from pipeline.core.config import load_params
     from pipeline.core.context import open_run
     from pipeline.loop import steps
     from pipeline.loop.cycle import Cycle, cycle_key
 
     with reported():
+        p = load_params(params)  # the cheap checks first, before torch and the data are opened
+        p.arm(arm)
+        _check_seed(p, [seed])
+        _check_cycle(p, cycle)
         ctx = open_run(params, seed)
         c = Cycle(ctx, arm, cycle)
-        ctx.params.arm(arm)
-        if not 1 <= cycle <= ctx.params.query_times:
-            raise ObcpError(f"--cycle {cycle} is outside 1..query_times ({ctx.params.query_times}).")
         if name == "score":
             frame = steps.score_step(c)
             typer.echo(f"scored {len(frame)} candidates, {int(frame['selected'].sum())} selected → {c.dir}")
@@ -182,48 +325,66 @@ def _step(name: str, cycle: int, arm: str, seed: int, params: Path) -> None:
 
 
 @app.command()
-def score(cycle: int = typer.Option(...), arm: str = ARM, seed: int = SEED, params: Path = PARAMS) -> None:
-    """Step 1 of a cycle: rank candidates, choose the questions (scores.parquet)."""
+def score(cycle: int = CYCLE, arm: str = ARM, seed: int = SEED, params: Path = PARAMS) -> None:
+    """Step 1 of a cycle: rank candidates, choose the questions (scores.parquet).
+
+    Example: `obcp score --cycle 1 --arm obcp --seed 0`
+    """
     _step("score", cycle, arm, seed, params)
 
 
 @app.command()
-def oracle(cycle: int = typer.Option(...), arm: str = ARM, seed: int = SEED, params: Path = PARAMS) -> None:
-    """Step 2: answer the questions (simulated), or read a human's answers.csv (queries.parquet)."""
+def oracle(cycle: int = CYCLE, arm: str = ARM, seed: int = SEED, params: Path = PARAMS) -> None:
+    """Step 2 of a cycle: answer the questions (simulated), or read a human's answers (queries.parquet).
+
+    Example: `obcp oracle --cycle 1 --arm obcp --seed 0`
+    """
     _step("oracle", cycle, arm, seed, params)
 
 
 @app.command()
-def update(cycle: int = typer.Option(...), arm: str = ARM, seed: int = SEED, params: Path = PARAMS) -> None:
-    """Step 3: apply the answers to the pool and the ledger (pool.parquet)."""
+def update(cycle: int = CYCLE, arm: str = ARM, seed: int = SEED, params: Path = PARAMS) -> None:
+    """Step 3 of a cycle: apply the answers to the pool and the ledger (pool.parquet).
+
+    Example: `obcp update --cycle 1 --arm obcp --seed 0`
+    """
     _step("update", cycle, arm, seed, params)
 
 
 @app.command()
-def retrain(cycle: int = typer.Option(...), arm: str = ARM, seed: int = SEED, params: Path = PARAMS) -> None:
-    """Step 4: continue training with the cycle's pool (checkpoint.pt, history.npz, manifest.json)."""
+def retrain(cycle: int = CYCLE, arm: str = ARM, seed: int = SEED, params: Path = PARAMS) -> None:
+    """Step 4 of a cycle: continue training with the cycle's pool (checkpoint.pt, history.npz, manifest.json).
+
+    Example: `obcp retrain --cycle 1 --arm obcp --seed 0`
+    """
     _step("retrain", cycle, arm, seed, params)
 
 
 @app.command()
 def annotate(
     arm: str = ARM, seed: int = SEED, params: Path = PARAMS,
-    host: str = typer.Option("127.0.0.1", help="address the page binds to (loopback by default)"),
-    port: int = typer.Option(8765, help="port of the page (0: any free port)"),
+    host: str = typer.Option("127.0.0.1", help="address the page binds to, e.g. 127.0.0.1 (loopback, the default)"),
+    port: int = typer.Option(8765, help="port of the page: 0..65535, e.g. 8765 (0: any free port)"),
     open_browser: bool = typer.Option(True, "--open/--no-open", help="open the page in the default browser"),
     export: str | None = typer.Option(None, "--export", help="label-studio: write Label Studio import tasks "
                                       "for the open questions instead of serving the page"),
-    out: Path = typer.Option(Path("label-studio"), help="folder for --export (tasks.json, labeling-config.xml)"),
+    out: Path = typer.Option(Path("label-studio"), help="folder for --export (tasks.json, labeling-config.xml), "
+                             "e.g. label-studio"),
     import_file: Path | None = typer.Option(None, "--import", help="a Label Studio JSON export: put its answers "
                                             "into the answer store"),
 ) -> None:
-    """Answer the human oracle's open questions: a local page (default), or a Label Studio round trip."""
+    """Answer the human oracle's open questions: a local page (default), or a Label Studio round trip.
+
+    Example: `obcp annotate --arm obcp --seed 0 --port 8765`
+    """
     from pipeline.oracle.annotate import AnswerPage, make_server, open_sheet
     from pipeline.core.config import load_params
     from pipeline.data.index import read_classes, read_index
     from pipeline.core.layout import Layout
 
     with reported():
+        if not 0 <= port <= 65535:
+            raise ObcpError(f"--port {port} is outside 0..65535 (0: any free port).")
         p = load_params(params)
         layout = Layout(p.dataset.name)
         classes = read_classes(layout.data_dir)["classes"]
@@ -237,6 +398,7 @@ def annotate(
                        f"{f', {skipped} unanswered task(s) skipped' if skipped else ''}. Rerun `dvc repro`.")
             return
         p.arm(arm)
+        _check_seed(p, [seed])
         sheet = open_sheet(layout, arm, seed, classes)
         if export is not None:
             if export != "label-studio":
@@ -269,10 +431,14 @@ def annotate(
 
 @app.command()
 def preset(
-    name: str = typer.Argument(..., help="glyphs | cifar10 | cifar100 | imagenet (git checkout params.yaml restores digits)"),
-    out: Path = typer.Option(Path("params.yaml"), help="where to write it"),
+    name: str = typer.Argument(..., help="glyphs | cifar10 | cifar100 | imagenet, e.g. cifar10 "
+                               "(`git checkout params.yaml` restores digits)"),
+    out: Path = typer.Option(Path("params.yaml"), help="where to write it, e.g. params.yaml"),
 ) -> None:
-    """Write the paper's settings for a dataset as params.yaml (validated first)."""
+    """Write the paper's settings for a dataset as params.yaml (validated first).
+
+    Example: `obcp preset cifar10 --out params.yaml`
+    """
     import shutil
 
     from pipeline.core.config import load_params
@@ -288,23 +454,30 @@ def preset(
 
 
 @app.command()
-def table1() -> None:
-    """The paper's Table 1: bits of full labels vs one-bit questions."""
+def table1(csv: bool = CSV, json: bool = JSON) -> None:
+    """The paper's Table 1: bits of full labels vs one-bit questions.
+
+    Example: `obcp table1 --csv`
+    """
     from pipeline.pool.budget import table1 as rows
 
-    _emit(pd.DataFrame([r.__dict__ for r in rows()]), Format.table)
+    with reported():
+        _emit(pd.DataFrame([r.__dict__ for r in rows()]), _fmt(csv, json))
 
 
 @app.command()
 def bench(
     params: Path = PARAMS,
-    out: Path = typer.Option(Path("reports/bench.json"), help="where the results go"),
+    out: Path = typer.Option(Path("reports/bench.json"), help="where the results go, e.g. reports/bench.json"),
     only: list[str] = typer.Option([], "--only", help="sections: convert loader train cycle ddp memory "
                                    "train_cifar (ResNet-18; by default only on a GPU) retest (Eq. 7 test-retest); "
-                                   "updates those sections of --out"),
+                                   "updates those sections of --out (repeatable), e.g. loader"),
     quick: bool = typer.Option(False, "--quick", help="smaller sizes (a smoke run)"),
 ) -> None:
-    """Benchmarks (not tests): ratios measured in one run → reports/bench.json + a table."""
+    """Benchmarks (not tests): ratios measured in one run → reports/bench.json + a table.
+
+    Example: `obcp bench --only loader --quick`
+    """
     from pipeline.tools.bench.suite import SECTIONS, run_suite
 
     with reported():
@@ -316,11 +489,14 @@ def bench(
 
 @app.command("gpu-check")
 def gpu_check(
-    out: Path = typer.Option(Path("reports/gpu_check.json"), help="where the results go"),
+    out: Path = typer.Option(Path("reports/gpu_check.json"), help="where the results go, e.g. reports/gpu_check.json"),
     cpu: bool = typer.Option(False, "--cpu", help="the same script on CPU: gloo, bfloat16 autocast, torch views, "
                              "tiny sizes (what CI runs)"),
 ) -> None:
-    """What only a GPU can check (nccl, AMP, device views, a CIFAR-shaped dvc repro, train_cifar bench) → JSON + table."""
+    """What only a GPU can check (nccl, AMP, device views, a CIFAR-shaped dvc repro, train_cifar bench) → JSON + table.
+
+    Example: `obcp gpu-check --cpu`
+    """
     from pipeline.tools.gpu_check import run_gpu_check
 
     with reported():
@@ -331,20 +507,22 @@ def gpu_check(
         raise typer.Exit(1)
 
 
-report_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Tables and figures from finished runs.")
-app.add_typer(report_app, name="report")
-
-
-@report_app.command("exps")
-def report_exps(
-    out: Path = typer.Option(Path("reports/exps"), help="output folder"),
-    json_file: Path | None = typer.Option(None, "--json-file", help="a saved `dvc exp show --json` (default: run it)"),
+@app.command("report")
+def report(
+    out: Path = typer.Option(Path("reports/exps"), help="output folder, e.g. reports/exps"),
+    json_file: Path | None = typer.Option(None, "--json-file", help="a saved `dvc exp show --json`, e.g. "
+                                          "exps.json (default: run it)"),
     all_commits: bool = typer.Option(False, "--all-commits", "-A", help="experiments of every commit, not only HEAD"),
     workspace: bool = typer.Option(True, "--workspace/--no-workspace",
                                    help="also the workspace's own results (when `dvc status` is clean)"),
-    x: str = typer.Option("query_times", "--x", help="the params key on the figure's x axis"),
+    x: str = typer.Option("query_times", "--x", help="the params key on the figure's x axis, e.g. query_times"),
 ) -> None:
-    """Compare DVC experiments, the baseline and the workspace: exps.md table + Fig. 6 (query_times.png)."""
+    """Compare DVC experiments, the baseline and the workspace: exps.md table + Fig. 6 (query_times.png).
+
+    Run a sweep first (`obcp sweep`), or queue experiments with `dvc exp run --queue` and run them.
+
+    Example: `obcp report --out reports/exps --x query_times`
+    """
     from pipeline.tools import exps
 
     with reported():
@@ -376,11 +554,15 @@ def exps_table(
 @app.command()
 def sweep(
     param: str = typer.Argument(..., help="a params.yaml key, e.g. query_times or budget.one_bit"),
-    values: list[str] = typer.Argument(..., help="its values, one experiment each"),
-    out: Path = typer.Option(Path("reports/exps"), help="where the report goes"),
+    values: list[str] = typer.Argument(..., help="its values, one experiment each, e.g. 1 2 3 4"),
+    out: Path = typer.Option(Path("reports/exps"), help="where the report goes, e.g. reports/exps"),
 ) -> None:
-    """Paper Fig. 6 in one command: one `dvc exp run --temp -S PARAM=V` per value, then the
-    report of `obcp report exps` (the baseline, the workspace and every experiment)."""
+    """Paper Fig. 6 in one command: one `dvc exp run --temp -S PARAM=V` per value, then `obcp report`.
+
+    The report holds the baseline, the workspace and every experiment.
+
+    Example: `obcp sweep query_times 1 2 3 4`
+    """
     from pipeline.tools import exps
 
     with reported():
@@ -398,14 +580,18 @@ def sweep(
 
 
 study_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                        help="The study: a grid of variants × datasets × seeds (pipeline/tools/study/study.yaml).")
+                        help="The study: a grid of variants × datasets × seeds (pipeline/tools/study/study.yaml)."
+                        "\n\nExample: `obcp study plan`")
 app.add_typer(study_app, name="study")
-SPEC = typer.Option(None, "--spec", help="study spec (default: pipeline/tools/study/study.yaml)")
+SPEC = typer.Option(None, "--spec", help="the study spec, e.g. pipeline/tools/study/study.yaml (the default)")
 
 
 @study_app.command("plan")
 def study_plan(spec: Path | None = SPEC) -> None:
-    """Validate the spec and every cell's params; list the cells and whether each has finished."""
+    """Validate the spec and every cell's params; list the cells and whether each has finished.
+
+    Example: `obcp study plan`
+    """
     from pipeline.tools.study import cells, spec as study_spec
 
     with reported():
@@ -423,7 +609,10 @@ def study_run(
     only: list[str] = typer.Option([], "--only", help="run only cells matching this glob on DATASET/BLOCK/VARIANT "
                                    "(repeatable), e.g. 'digits/main/*'"),
 ) -> None:
-    """Run every unfinished cell (`dvc repro` in data/study/<dataset>/<block>/<variant>/) → reports/study/runs.csv"""
+    """Run every unfinished cell (`dvc repro` in data/study/<dataset>/<block>/<variant>/) → reports/study/runs.csv.
+
+    Example: `obcp study run --only 'digits/main/*'`
+    """
     from pipeline.tools.study import cells, spec as study_spec
 
     with reported():
@@ -435,10 +624,14 @@ def study_run(
 @study_app.command("report")
 def study_report(
     spec: Path | None = SPEC,
-    runs: Path = typer.Option(Path("reports/study/runs.csv"), help="the run table"),
-    out: Path = typer.Option(Path("reports/study.md"), help="the report (its CSVs and figures go to <folder>/study/)"),
+    runs: Path = typer.Option(Path("reports/study/runs.csv"), help="the run table, e.g. reports/study/runs.csv"),
+    out: Path = typer.Option(Path("reports/study.md"), help="the report, e.g. reports/study.md (its CSVs and figures "
+                             "go to <folder>/study/)"),
 ) -> None:
-    """Write reports/study.md: the rule, the grid, mean ± std, paired differences, figures, the rule's pick."""
+    """Write reports/study.md: the rule, the grid, mean ± std, paired differences, figures, the rule's pick.
+
+    Example: `obcp study report`
+    """
     from pipeline.tools.study import report, spec as study_spec, table
 
     with reported():
@@ -455,4 +648,4 @@ def study_report(
 
 
 if __name__ == "__main__":
-    app()
+    app(prog_name="obcp")

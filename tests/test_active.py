@@ -91,7 +91,7 @@ def check_audit(project: Path, led: pd.DataFrame, monkeypatch) -> None:
     per_cycle = pd.DataFrame(summary["per_cycle"])
     assert per_cycle["asked"].tolist() == [30, 30]
     assert per_cycle["yes"].sum() == int(led["answer"].astype(bool).sum())
-    cycle2 = pd.read_csv(io.StringIO(cli.invoke(app, ["audit", "cycle", "2", "--csv"]).output))
+    cycle2 = pd.read_csv(io.StringIO(cli.invoke(app, ["audit", "cycle", "--cycle", "2", "--csv"]).output))
     assert len(cycle2) == 30 and (cycle2["cycle"] == 2).all()
     sid = int(led["sample_id"].iloc[0])
     one = json.loads(cli.invoke(app, ["audit", "sample", str(sid), "--json"]).output)

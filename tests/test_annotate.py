@@ -1,5 +1,5 @@
 """`obcp annotate`: the answer page in a real headless browser (Debian's chromium and
-chromium-driver, driven by selenium; `.ci/setup` installs them).
+chromium-driver, driven by selenium; `.ci/setup-test` installs them for `make test`).
 
 The real command serves a question sheet of real digits on 127.0.0.1. A first browser
 answers half of the sheet with the keyboard and is closed; a second one (a fresh profile)
@@ -30,7 +30,7 @@ from pipeline.core.layout import Layout
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM and DRIVER),
-    reason="needs Debian's chromium and chromium-driver: `apt-get install chromium chromium-driver` (.ci/setup)",
+    reason="needs Debian's chromium and chromium-driver: `apt-get install chromium chromium-driver` (.ci/setup-test)",
 )
 N = 12
 

@@ -236,7 +236,7 @@ def test_missing_params_file(stage1_data, tmp_path, capsys, monkeypatch):
 
 def test_arm_not_in_params(stage1_data, tmp_path, capsys, monkeypatch):
     project = case_project(stage1_data, tmp_path / "p")
-    reject(project, Entry("active", arm="nosuch"), ("no arm named 'nosuch'", "known: obcp", "fix"),
+    reject(project, Entry("active", arm="nosuch"), ("unknown arm 'nosuch'", "known: obcp", "fix"),
            capsys, monkeypatch, apply=lambda p: None)
 
 

@@ -41,6 +41,24 @@ class ParamsError(ObcpError):
         )
 
 
+class UnknownArmError(ObcpError):
+    """An arm name (`--arm`, a stage's argument) that is not a key of `arms` in params.yaml.
+    params.yaml itself is fine, so this is not a `ParamsError`."""
+
+    def __init__(self, name: str, known: tuple[str, ...]):
+        import difflib
+
+        self.name, self.known = name, known
+        lower = {k.lower(): k for k in known}
+        close = difflib.get_close_matches(name.lower(), list(lower), n=1)
+        hint = f" Did you mean {lower[close[0]]!r}?" if close else ""
+        super().__init__(
+            f"unknown arm {name!r}: params.yaml has no arm named {name!r} (known: {', '.join(known)}).{hint} "
+            f"Fix: pass one of the known arms, e.g. `--arm {known[0] if known else 'obcp'}`, or add it under "
+            "`arms:` in params.yaml."
+        )
+
+
 @dataclass(frozen=True)
 class DatasetParams:
     name: str = "digits"
@@ -153,8 +171,9 @@ class Params:
     arms: dict[str, ArmParams] = field(default_factory=lambda: {"obcp": ArmParams()})
 
     def arm(self, name: str) -> ArmParams:
+        """The arm called `name`; `UnknownArmError` (not a params problem) when there is none."""
         if name not in self.arms:
-            raise ParamsError([f"arms: no arm named {name!r} (known: {', '.join(self.arms)})"])
+            raise UnknownArmError(name, tuple(self.arms))
         return self.arms[name]
 
 

@@ -5,6 +5,13 @@ thread count at import time and forwards it to torch). That would silently make 
 training loop single-threaded, so the thread count is restored around the import;
 :func:`keep_torch_threads` does the same around FFCV calls that reset it again
 (``Loader.__init__``).
+
+Importing FFCV also builds a numba typed ``Dict`` (``ffcv.fields.rgb_image.IMAGE_MODES``,
+``{'jpg': 0, 'raw': 1}``), and its first typed dict JIT-compiles numba's dict machinery:
+3–6 s in every process that imports FFCV (each training stage, each test subprocess). FFCV
+reads that mapping only from Python (``generate_code``, ``encode``), never inside compiled
+code, so :func:`_plain_image_modes` lets the import build a plain ``dict`` with the same
+items instead; nothing else in FFCV 1.0.2 or obcp creates a typed dict.
 """
 from __future__ import annotations
 
@@ -26,7 +33,20 @@ def keep_torch_threads() -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
-with keep_torch_threads():
+@contextlib.contextmanager
+def _plain_image_modes() -> Iterator[None]:
+    """During the block, `numba.typed.Dict` is `dict` (see the module docstring)."""
+    import numba.typed
+
+    typed_dict = numba.typed.Dict
+    numba.typed.Dict = dict
+    try:
+        yield
+    finally:
+        numba.typed.Dict = typed_dict
+
+
+with keep_torch_threads(), _plain_image_modes():
     from ffcv.fields import IntField, RGBImageField
     from ffcv.fields.basics import IntDecoder
     from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, SimpleRGBImageDecoder
