@@ -10,8 +10,10 @@ export DVC_NO_ANALYTICS := 1
 setup:
 	@bash .ci/setup
 
+# `obcp repro` is `dvc repro` with exit codes 0 done, 2 bad input, 3 waiting for answers (docs/reliability.md);
+# make itself exits 2 whenever its recipe fails: scripts that need the code call `obcp repro`
 repro: setup
-	dvc repro
+	obcp repro $(ARGS)
 
 test: setup
 	python -m pytest -q
