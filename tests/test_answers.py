@@ -343,3 +343,73 @@ def test_label_studio_bad_export_is_rejected_whole(tmp_path):
     not_json.write_text("{oops")
     with pytest.raises(sheets.AnswersError, match="cannot read .* as a Label Studio JSON export"):
         labelstudio.import_export(not_json, store, dataset="digits", num_samples=1437, class_names=CLASSES)
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+def test_answers_csv_in_a_cycle_without_a_sheet_is_matched_to_its_questions(tmp_path):
+    """A finished cycle whose questions all came from the store has no sheet: an answers.csv
+    written there is checked against the questions it asked (queries.parquet) and taken."""
+    cycle = Layout("digits", tmp_path).cycle_dir(0, "obcp", 1)
+    cycle.mkdir(parents=True)
+    store = tmp_path / STORE
+    answers.append(store, one_bit([4, 7], [1, 2], [True, False]))
+    pd.DataFrame({"sample_id": [4, 7], "asked_class": [1, 2], "answer": [True, False]}).to_parquet(
+        cycle / "queries.parquet")
+    (cycle / "answers.csv").write_text("sample_id,answer\n4,no\n")
+    with pytest.raises(sheets.AnswersError, match="1 asked sample"):  # every question of the cycle, as on a sheet
+        sheets.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES)
+    (cycle / "answers.csv").write_text("sample_id,answer\n4,no\n7,no\n")
+    assert sheets.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES) == 1
+    assert answers.lookup(answers.read(store), pd.DataFrame({"sample_id": [4], "asked_class": [1]}))["answer"][0] == False  # noqa: E712
+    (cycle / "queries.parquet").unlink()  # neither sheet nor questions: the message says what else works
+    (cycle / "answers.csv").write_text("sample_id,answer\n4,yes\n7,no\n")
+    with pytest.raises(sheets.AnswersError, match="obcp answers fix SAMPLE --asked CLASS --answer"):
+        sheets.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES)
+
+
+def test_answers_fix_and_list_commands(tmp_path, monkeypatch):
+    """`obcp answers fix` corrects any stored answer (one-bit by class name or index, a label by
+    name), keeps the history, refuses what is not a correction; `obcp answers list` shows it."""
+    from typer.testing import CliRunner
+
+    from conftest import dataset_facts, make_project
+    from pipeline.cli import app
+
+    project = make_project(tmp_path / "p", git=False)
+    dataset_facts(project / "data/digits", list(CLASSES), 50)
+    store = project / STORE
+    answers.append(store, one_bit([12, 13], [3, 4], [True, False], source="answers.csv cycle_001"))
+    answers.append(store, answers.rows([14], [-1], label=[8], source="page"))
+    monkeypatch.chdir(project)
+    cli = CliRunner()
+    out = cli.invoke(app, ["answers", "fix", "12", "--asked", "3", "--answer", "no"])
+    assert out.exit_code == 0, out.output
+    assert "sample 12, asked_class 3 ('Is this a 3?'): yes -> no (was from answers.csv cycle_001)" in out.output
+    assert "used by no finished cycle" in out.output and "obcp repro" in out.output
+    out = cli.invoke(app, ["answers", "fix", "12", "--asked", "3", "--answer", "NO"])
+    assert out.exit_code == 0 and "already 'no'" in out.output and "nothing added" in out.output
+    out = cli.invoke(app, ["answers", "fix", "14", "--label", "2"])
+    assert out.exit_code == 0 and "8 -> 2" in out.output, out.output
+    for args, says in (
+        (["12", "--asked", "5", "--answer", "no"], "holds no answer to sample 12, asked_class 5"),
+        (["99", "--asked", "3", "--answer", "no"], "No question about this sample was answered"),
+        (["12", "--asked", "eleven", "--answer", "no"], "--asked 'eleven' is not a class name or index"),
+        (["12", "--asked", "3", "--answer", "maybe"], "answer 'maybe' is not yes or no"),
+        (["12", "--asked", "3"], "give `--asked CLASS --answer yes|no`"),
+        (["14", "--label", "2", "--asked", "3"], "not both"),
+        (["13", "--label", "2"], "holds no answer to sample 13, asked_class -1"),
+    ):
+        out = cli.invoke(app, ["answers", "fix", *args])
+        assert out.exit_code == 2 and says in " ".join(out.output.split()), (args, out.output)
+    rows = answers.read(store)
+    assert len(rows) == 5 and rows["source"].tolist()[-2:] == ["obcp answers fix"] * 2  # history kept
+    listed = cli.invoke(app, ["answers", "list", "--csv"])
+    frame = pd.read_csv(__import__("io").StringIO(listed.output))
+    assert frame["sample_id"].tolist() == [14, 12, 13]  # the answers in force, newest first
+    assert frame["answer"].tolist() == ["2", "no", "no"]
+    history = cli.invoke(app, ["answers", "list", "--sample", "12", "--history", "--json"])
+    assert [r["answer"] for r in json.loads(history.output)] == ["no", "yes"]
+    none = cli.invoke(app, ["answers", "list", "--sample", "40"])
+    assert none.exit_code == 0 and "no answer about sample 40" in none.output

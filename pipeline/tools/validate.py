@@ -32,7 +32,7 @@ STAMP = VALIDATED_DIR / "stamp.json"
 PLUGINS = VALIDATED_DIR / "plugins.json"
 STAMP_CONTENT = {"validated": "params.yaml was valid when the pipeline last ran (written by the validate stage; "
                               "constant, so that it reruns nothing)"}
-ANSWERS_GLOB = "data/runs/seed*/arms/*/cycle_*/answers.csv"
+CYCLES_GLOB = "data/runs/seed*/arms/*/cycle_*"  # the cycle folders, where a person may write answers.csv
 
 
 class AnswerFileError(ObcpError):
@@ -75,10 +75,13 @@ def check_answer_files(root: Path = Path(".")) -> None:
     """Raise `AnswerFileError` naming every ``answers.csv`` of a cycle folder that is not a
     regular file (nothing is opened or read)."""
     bad = []
-    for path in sorted(Path(root).glob(ANSWERS_GLOB)):
+    for cycle in sorted(Path(root).glob(CYCLES_GLOB)):  # (a glob of the file itself skips broken symlinks)
+        path = cycle / "answers.csv"
         kind = io.file_kind(path)
+        if kind == "missing":
+            continue
         if kind != "a regular file":
-            bad.append(f"{path.relative_to(root) if Path(root) != Path('.') else path} is {kind}")
+            bad.append(f"{path.relative_to(root)} is {kind}")
     if bad:
         raise AnswerFileError(
             f"{'; '.join(bad)}. An answers file must be a regular CSV file in the cycle folder; nothing was "
