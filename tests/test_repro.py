@@ -26,7 +26,6 @@ from conftest import make_project, run
 from pipeline.oracle import answers
 from pipeline.pool import ledger
 
-pytestmark = pytest.mark.slow
 OBCP = [sys.executable, "-m", "pipeline.cli"]
 CYCLE = "data/runs/seed0/arms/obcp/cycle_{:03d}"
 STORE = "reports/answers/digits.parquet"
@@ -90,6 +89,7 @@ PARAM_CASES: dict[str, tuple[Callable[[dict], None] | str, str]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(PARAM_CASES))
 def test_bad_params_change_nothing(case, committed):
     """Plain `dvc repro` stops at `validate` with obcp's message (DVC's 255); `obcp repro` exits 2;
@@ -152,6 +152,7 @@ def repro_until_done(project: Path) -> str:
     raise AssertionError(said)
 
 
+@pytest.mark.slow
 def test_exit_codes_and_a_correction_after_a_params_change(committed, tmp_path):
     project = committed
     # ---- 3: waiting for answers (plain `dvc repro`: 255, the same as an error)
@@ -256,3 +257,25 @@ def test_exit_codes_and_a_correction_after_a_params_change(committed, tmp_path):
     assert history["answer"].tolist() == [was, not was] and history["source"].tolist()[-1] == "obcp answers fix"
     listed = run([*OBCP, "answers", "list", "--sample", str(sid1), "--history"], project).stdout
     assert "label-studio export.json" in listed and "answers.csv" in listed
+
+
+def test_stage_exit_codes_are_read_from_dvcs_exceptions():
+    """How DVC surfaces a failed stage: `ReproductionError` raised from `StageCmdFailedError(cmd,
+    status)`, whose message ends "exited with N"; the codes of every failed stage combine."""
+    from dvc.exceptions import DvcException, ReproductionError
+    from dvc.stage.exceptions import StageCmdFailedError
+
+    from pipeline.tools.repro import combine, stage_exit_code
+
+    for status in (2, 3, 1, 137, -9):
+        try:
+            try:
+                raise StageCmdFailedError("python -m stages.active --seed 0", status)
+            except StageCmdFailedError as exc:
+                raise ReproductionError("failed to reproduce 'active@0'") from exc
+        except ReproductionError as exc:
+            assert stage_exit_code(exc) == status
+    assert stage_exit_code(ReproductionError("failed to reproduce 'x'")) is None
+    assert stage_exit_code(DvcException("lock held")) is None
+    assert combine([]) == 0 and combine([3]) == 3 and combine([2]) == 2 and combine([3, 2, 3]) == 2
+    assert combine([3, 1]) == 1 and combine([None]) == 1 and combine([2, -9]) == 1

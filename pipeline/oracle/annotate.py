@@ -143,7 +143,8 @@ def _shown(sheet: Sheet, answer, label: int) -> str | None:
 
 def _int(value, name: str) -> int:
     """A request's integer field: a JSON integer or a string of digits (not a bool or a float)."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or not re.fullmatch(r"-?\d{1,18}", str(value).strip()):
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or \
+            not re.fullmatch(r"-?\d{1,18}", str(value).strip()):
         raise AnnotateError(f"{name} must be an integer, got {value!r}")
     return int(str(value).strip())
 
