@@ -279,3 +279,64 @@ def test_stage_exit_codes_are_read_from_dvcs_exceptions():
     assert stage_exit_code(DvcException("lock held")) is None
     assert combine([]) == 0 and combine([3]) == 3 and combine([2]) == 2 and combine([3, 2, 3]) == 2
     assert combine([3, 1]) == 1 and combine([None]) == 1 and combine([2, -9]) == 1
+
+
+def test_validate_stage_comes_first_and_orders_the_rest():
+    """dvc.yaml: `validate` is the first stage, always runs, never has its files deleted by DVC;
+    `convert` and `init_pool` depend on its stamp, every stage that runs plugin code on the plugins'
+    fingerprint; every stage keeps its own params list."""
+    from conftest import ROOT
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert list(stages)[0] == "validate" and stages["validate"]["always_changed"] is True
+    outs = {next(iter(o)): o[next(iter(o))] for o in stages["validate"]["outs"]}
+    assert set(outs) == {"data/validated/stamp.json", "data/validated/plugins.json"}
+    assert all(o["persist"] and o["cache"] is False for o in outs.values())
+    body = {name: s.get("do", s) for name, s in stages.items()}
+    for name in ("convert", "init_pool"):
+        assert "data/validated/stamp.json" in body[name]["deps"], name
+    for name in ("pretrain", "active", "evaluate", "figures"):
+        assert "data/validated/plugins.json" in body[name]["deps"], name
+    assert all(body[name].get("params") for name in body if name != "validate")
+
+
+def test_validate_writes_the_plugins_fingerprint_and_a_constant_stamp(tmp_path, monkeypatch):
+    import hashlib as h
+
+    from conftest import make_project
+    from pipeline.tools.validate import PLUGINS, STAMP, check_project, write_validated
+
+    project = make_project(tmp_path / "p", {"plugins": ["my_plugin.py"]}, git=False)
+    (project / "my_plugin.py").write_text("VALUE = 1\n")
+    monkeypatch.chdir(project)
+    params, pool, why = check_project()
+    assert pool is None and "does not exist yet" in why  # not converted: no pool-size check yet
+    write_validated(params)
+    assert json.loads(PLUGINS.read_text()) == {"my_plugin.py": h.sha256(b"VALUE = 1\n").hexdigest()}
+    stamp = STAMP.read_bytes()
+    stamp_time = STAMP.stat().st_mtime_ns
+    (project / "my_plugin.py").write_text("VALUE = 2\n")  # an edited plugin: a new fingerprint
+    write_validated(check_project()[0])
+    assert json.loads(PLUGINS.read_text()) == {"my_plugin.py": h.sha256(b"VALUE = 2\n").hexdigest()}
+    assert STAMP.read_bytes() == stamp and STAMP.stat().st_mtime_ns == stamp_time  # never rewritten
+
+
+def test_pool_size_is_used_only_for_the_conversion_of_the_current_dataset_params(tmp_path, monkeypatch):
+    from conftest import dataset_facts, make_project
+    from pipeline.core.config import ParamsError
+    from pipeline.tools.validate import check_project
+
+    project = make_project(tmp_path / "p", {"budget": {"initial": 500}}, git=False)
+    dataset_facts(project / "data/digits", [str(i) for i in range(10)], 400)
+    monkeypatch.chdir(project)
+    with pytest.raises(ParamsError, match="budget.initial: 500 is larger than the train pool \\(400 samples\\)"):
+        check_project()
+    dataset = yaml.safe_load((project / "params.yaml").read_text())["dataset"]
+    lock = {"stages": {"convert": {"params": {"params.yaml": {"dataset": {**dataset, "root": "elsewhere"}}}}}}
+    (project / "dvc.lock").write_text(yaml.safe_dump(lock))  # converted from another root: convert reruns first
+    _, pool, why = check_project()
+    assert pool is None and "changed since the last conversion" in why
+    lock["stages"]["convert"]["params"]["params.yaml"]["dataset"] = dataset
+    (project / "dvc.lock").write_text(yaml.safe_dump(lock))
+    with pytest.raises(ParamsError, match="larger than the train pool"):
+        check_project()
