@@ -14,8 +14,10 @@ setup:
 setup-test: setup
 	@bash .ci/setup-test
 
+# `obcp repro` is `dvc repro` with exit codes 0 done, 2 bad input, 3 waiting for answers (docs/reliability.md);
+# make itself exits 2 whenever its recipe fails: scripts that need the code call `obcp repro`
 repro: setup
-	dvc repro
+	obcp repro $(ARGS)
 
 test: setup-test
 	python -m pytest -q

@@ -1,6 +1,8 @@
 """`obcp`: the command-line tool (typer). `obcp -h` lists the commands, `obcp COMMAND -h` explains one.
 
-    obcp validate                       check params.yaml, list every problem
+    obcp validate                       check params.yaml (against the converted pool), list every problem
+    obcp repro [DVC REPRO ARGS]         `dvc repro` with exit codes: 0 done, 2 bad input, 3 waiting for answers
+    obcp answers list | fix SAMPLE      the answer store: every answer given; correct any of them
     obcp audit sample ID | cycle | summary   [--arm A --seed S --cycle K --csv/--json]
     obcp score | oracle | update | retrain --cycle K --arm A --seed S
     obcp annotate --arm A --seed S      answer the human oracle's questions on a local page
@@ -179,15 +181,31 @@ def _ledger(params: Path, arm: str, seed: int) -> tuple[Params, pd.DataFrame, li
 
 @app.command()
 def validate(params: Path = PARAMS) -> None:
-    """Check params.yaml; print every problem with its key path (exit 2) or 'ok'.
+    """Check params.yaml (against the train pool once the dataset is converted) and the answer files.
+
+    Prints every problem with its key path (exit 2), or what it checked.
 
     Example: `obcp validate --params params.yaml`
     """
-    from pipeline.core.config import load_params
+    from pipeline.tools.validate import check_project, describe
 
     with reported():
-        load_params(params)
-        typer.echo(f"{params}: ok")
+        _, pool, why = check_project(params)
+        typer.echo(describe(params, pool, why))
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def repro(ctx: typer.Context) -> None:
+    """Run the pipeline (DVC's own `dvc repro`, same arguments) with exit codes a script can use.
+
+    0 done, 2 bad input, 3 waiting for answers, 1 anything else (DVC's own error, a crash),
+    130 interrupted. Plain `dvc repro` exits 255 for all failures.
+
+    Example: `obcp repro -f active@0`
+    """
+    from pipeline.tools.repro import repro as run_repro
+
+    raise typer.Exit(run_repro(ctx.args, echo=typer.echo))
 
 
 @audit_app.command("sample")
@@ -373,11 +391,11 @@ def annotate(
     import_file: Path | None = typer.Option(None, "--import", help="a Label Studio JSON export: put its answers "
                                             "into the answer store"),
 ) -> None:
-    """Answer the human oracle's open questions: a local page (default), or a Label Studio round trip.
+    """Answer the human oracle's open questions and correct any stored answer: a local page, or Label Studio.
 
     Example: `obcp annotate --arm obcp --seed 0 --port 8765`
     """
-    from pipeline.oracle.annotate import AnswerPage, make_server, open_sheet
+    from pipeline.oracle.annotate import AnswerPage, StoreImages, find_sheet, make_server, open_sheet
     from pipeline.core.config import load_params
     from pipeline.data.index import read_classes, read_index
     from pipeline.core.layout import Layout
@@ -395,12 +413,13 @@ def annotate(
             read, added, skipped = import_export(import_file, layout.answer_store, dataset=p.dataset.name,
                                                  num_samples=len(train), class_names=classes)
             typer.echo(f"{import_file}: {read} answers read, {added} new or changed added to {layout.answer_store}"
-                       f"{f', {skipped} unanswered task(s) skipped' if skipped else ''}. Rerun `dvc repro`.")
+                       f"{f', {skipped} unanswered task(s) skipped' if skipped else ''}. Rerun `obcp repro` (a changed "
+                       "answer replays from the first cycle that used it).")
             return
         p.arm(arm)
         _check_seed(p, [seed])
-        sheet = open_sheet(layout, arm, seed, classes)
         if export is not None:
+            sheet = open_sheet(layout, arm, seed, classes)
             if export != "label-studio":
                 raise ObcpError(f"--export {export!r}: the one export format is `label-studio`.")
             from pipeline.oracle.labelstudio import write_export
@@ -410,11 +429,15 @@ def annotate(
                        f"create a project, paste {config.name} under Settings → Labeling Interface → Code, import "
                        f"{tasks.name}, annotate, export as JSON, then run `obcp annotate --import EXPORT.json`.")
             return
-        page = AnswerPage(sheet, layout.answer_store, on_complete=typer.echo)
+        sheet = find_sheet(layout, arm, seed, classes)
+        page = AnswerPage(sheet, layout.answer_store, class_names=classes, images=StoreImages(layout),
+                          on_complete=typer.echo)
         server = make_server(page, host, port)
         url = f"http://{host if ':' not in host else f'[{host}]'}:{server.server_address[1]}/"
-        typer.echo(f"answer page for arm {arm}, seed {seed}, cycle {sheet.cycle} "
-                   f"({len(sheet.questions)} questions): {url}  (Ctrl+C to stop; every answer is saved as given)")
+        what = (f"cycle {sheet.cycle} ({len(sheet.questions)} questions)" if sheet is not None else
+                "no open question sheet: the answers in the store, to correct")
+        typer.echo(f"answer page for arm {arm}, seed {seed}, {what}: {url}  (Ctrl+C to stop; every answer is "
+                   "saved as given)")
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo(f"warning: bound to {host}: anyone who can reach it can answer", err=True)
         if open_browser:
@@ -427,6 +450,88 @@ def annotate(
             typer.echo("stopped; answers given so far are saved")
         finally:
             server.server_close()
+
+
+answers_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                          help="The answer store: every answer a person gave; correct any of them.\n\n"
+                               "Example: `obcp answers list --sample 17`")
+app.add_typer(answers_app, name="answers")
+
+
+def _store_facts(params: Path):
+    from pipeline.core.config import load_params
+    from pipeline.core.layout import Layout
+    from pipeline.data.index import read_classes
+
+    p = load_params(params)
+    layout = Layout(p.dataset.name)
+    return layout, read_classes(layout.data_dir)["classes"]
+
+
+@answers_app.command("list")
+def answers_list(
+    sample: int | None = typer.Option(None, "--sample", help="only the answers about this sample id"),
+    history: bool = typer.Option(False, "--history", help="every row ever stored (corrections and "
+                                 "withdrawals included), not only the answers in force"),
+    params: Path = PARAMS,
+    csv: bool = CSV, json: bool = JSON,
+) -> None:
+    """The answers in the store, newest first: sample, question, answer, when, from where.
+
+    Example: `obcp answers list --sample 17 --history`
+    """
+    from pipeline.oracle import answers, corrections
+
+    with reported():
+        layout, classes = _store_facts(params)
+        frame = corrections.table(answers.read(layout.answer_store), classes, sample_id=sample, history=history)
+        if frame.empty and not (csv or json):
+            typer.echo(f"no answer{' about sample ' + str(sample) if sample is not None else ''} in "
+                       f"{layout.answer_store}")
+            return
+        _emit(frame, _fmt(csv, json))
+
+
+@answers_app.command("fix")
+def answers_fix(
+    sample_id: int = typer.Argument(..., help="the sample whose answer is corrected"),
+    asked: str | None = typer.Option(None, "--asked", help="the class asked about (name or index) of a "
+                                     "one-bit question \"is this a CLASS?\""),
+    answer: str | None = typer.Option(None, "--answer", help="the corrected answer to it: yes or no"),
+    label: str | None = typer.Option(None, "--label", help="the corrected label (name or index) of a "
+                                     "full-label question (the fullbit arm)"),
+    params: Path = PARAMS,
+) -> None:
+    """Correct a stored answer, whichever cycle asked it; the next `obcp repro` replays from the first cycle that used it.
+
+    A full label: `obcp answers fix 12 --label 7`.
+
+    Example: `obcp answers fix 12 --asked 3 --answer no`
+    """
+    from pipeline.oracle import answers, corrections
+    from pipeline.pool import ledger
+
+    with reported():
+        one_bit = asked is not None or answer is not None
+        if (label is not None and one_bit) or (label is None and (asked is None or answer is None)):
+            raise ObcpError("give `--asked CLASS --answer yes|no` (a one-bit question) or `--label CLASS` "
+                            "(a full-label question), not both.")
+        layout, classes = _store_facts(params)
+        if label is not None:
+            asked_class, value = answers.LABEL_QUESTION, label
+        else:
+            asked_class, value = corrections.resolve_class(asked, classes, "--asked"), answer
+        done = corrections.fix(layout.answer_store, sample_id, asked_class, value, class_names=classes,
+                               source="obcp answers fix")
+        typer.echo(done.describe(layout.answer_store))
+        used = []
+        for path in sorted(Path("reports/ledger").glob("seed*/*.parquet")):
+            rows = ledger.read(path)
+            rows = rows[(rows["sample_id"] == sample_id) & (rows["asked_class"] == asked_class)]
+            used += [f"arm {a} seed {s} cycle {c}" for a, s, c in zip(rows["arm"], rows["seed"], rows["cycle"])]
+        if done.added:
+            where = f"used by {', '.join(used)}" if used else "used by no finished cycle (per reports/ledger)"
+            typer.echo(f"{where}. Run `obcp repro`: each run that used it replays from the first cycle that did.")
 
 
 @app.command()

@@ -4,7 +4,8 @@ chromium-driver, driven by selenium; `.ci/setup-test` installs them for `make te
 The real command serves a question sheet of real digits on 127.0.0.1. A first browser
 answers half of the sheet with the keyboard and is closed; a second one (a fresh profile)
 finds those answers, undoes the last one, answers the rest, and sees the page tell it to
-rerun `dvc repro`. Every answer is in the answer store the moment it is given.
+rerun `obcp repro`. Every answer is in the answer store the moment it is given. Without an
+open sheet, the page lists the store's answers; one is found by its sample id and corrected.
 """
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ def test_answer_page_in_a_real_browser(tmp_path):
                 given[sid] = yes
             done = second.find_element(By.ID, "done")
             WebDriverWait(second, 10).until(lambda d: done.is_displayed())
-            assert "Rerun `dvc repro`" in done.text and f"All {N} questions are answered" in done.text
+            assert "Rerun `obcp repro`" in done.text and f"All {N} questions are answered" in done.text
         finally:
             second.quit()
     finally:
@@ -146,5 +147,58 @@ def test_answer_page_in_a_real_browser(tmp_path):
     assert given == truth and stored() == truth
     rows = answers.read(store)
     assert len(rows) == N + 2 and rows["source"].tolist().count("page undo") == 1  # history kept
-    assert "Rerun `dvc repro`" in out
+    assert "Rerun `obcp repro`" in out
     assert (tmp_path / "answer-page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_store_list_corrects_an_answer_of_a_finished_cycle_in_a_real_browser(tmp_path):
+    """No cycle waits (cycle 1 is finished): the page lists every answer in the store, a search by
+    sample id finds one, a click corrects it; the store keeps the old answer as history."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    project, truth = sheet_project(tmp_path / "p")
+    layout = Layout("digits", project)
+    (layout.cycle_dir(0, "obcp", 1) / "manifest.json").write_text("{}")  # cycle 1 is done: no open sheet
+    sheet = pd.read_csv(layout.cycle_dir(0, "obcp", 1) / "questions.csv")
+    answers.append(layout.answer_store, answers.rows(sheet["sample_id"], sheet["asked_class"],
+                                                     answer=[truth[int(s)] for s in sheet["sample_id"]],
+                                                     source="answers.csv cycle_001"))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "annotate", "--arm", "obcp", "--seed", "0",
+                               "--no-open", "--port", str(port)], cwd=project, env=env(), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while get(url + "state") != 200:
+            assert server.poll() is None and time.time() < deadline, server.communicate()
+            time.sleep(0.1)
+        driver = browser()
+        try:
+            driver.get(url)
+            WebDriverWait(driver, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#store li")) == N)
+            assert "can be corrected" in driver.find_element(By.ID, "nostore").text
+            assert not driver.find_element(By.ID, "card").is_displayed()
+            driver.find_element(By.ID, "search").send_keys("5")
+            WebDriverWait(driver, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#store li")) == 1)
+            row = driver.find_element(By.CSS_SELECTOR, "#store li")
+            assert row.get_attribute("data-sample-id") == "5"
+            was = "yes" if truth[5] else "no"
+            assert row.find_element(By.CSS_SELECTOR, ".answer").text == was
+            row.find_element(By.CSS_SELECTOR, ".fix-" + ("no" if truth[5] else "yes")).click()
+            WebDriverWait(driver, 10).until(lambda d: d.find_element(By.CSS_SELECTOR, "#store li .answer").text
+                                            == ("no" if truth[5] else "yes"))
+            assert f"{was} -> {'no' if truth[5] else 'yes'}" in driver.find_element(By.ID, "fixed").text
+            WebDriverWait(driver, 10).until(  # the image of a finished cycle's question is shown
+                lambda d: d.execute_script("return document.querySelector('#store li img').naturalWidth") > 0)
+        finally:
+            driver.quit()
+    finally:
+        server.terminate()
+        out, _ = server.communicate(timeout=30)
+    assert "no open question sheet: the answers in the store, to correct" in out
+    store = answers.read(layout.answer_store)
+    assert len(store) == N + 1 and store["source"].tolist()[-1] == "page fix"
+    now = answers.current(store).set_index("sample_id")
+    assert bool(now.loc[5, "answer"]) is (not truth[5])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import multiprocessing
+import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -110,13 +111,60 @@ def test_ingest_reads_a_file_once_and_validates_it(tmp_path):
     assert answers.read(store)["source"].tolist()[-1] == f"answers.csv {cycle}"
 
 
-def test_a_folder_named_answers_csv(tmp_path):
+def _secret(tmp_path: Path) -> Path:
+    """A file outside the project whose content must never appear in a message."""
+    outside = tmp_path / "outside" / "passwd"
+    outside.parent.mkdir()
+    outside.write_text("root:x:0:0:SECRET-LINE:/root:/bin/bash\n")
+    return outside
+
+
+NOT_REGULAR = {
+    "a folder": lambda p, tmp: p.mkdir(),
+    "a symbolic link": lambda p, tmp: p.symlink_to(_secret(tmp)),  # like a link to /etc/passwd
+    "a broken symbolic link": lambda p, tmp: p.symlink_to(tmp / "nowhere.csv"),
+    "a FIFO (named pipe)": lambda p, tmp: os.mkfifo(p),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_REGULAR))
+def test_answers_csv_that_is_not_a_regular_file(kind, tmp_path):
+    """One clear message naming what it is (exit 2, not "waiting"); nothing is read, so no content
+    of a file outside the project is quoted; the store is untouched."""
+    cycle = sheet_dir(tmp_path / "p")
+    NOT_REGULAR[kind](cycle / "answers.csv", tmp_path)
+    for call in (lambda: sheets.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES),
+                 lambda: sheets.read_answers(cycle / "answers.csv", [4, 7, 9], num_samples=50)):
+        with pytest.raises(sheets.AnswersError) as info:
+            call()
+        msg = str(info.value)
+        assert f"answers.csv is {kind}, not a regular file" in msg and "nothing was read from it" in msg
+        assert "SECRET" not in msg and "root:x" not in msg and "does not exist" not in msg
+        assert info.value.exit_code == 2 and not isinstance(info.value, sheets.AnswersMissing)
+    assert not (tmp_path / STORE).exists() and not (cycle / sheets.ANSWERS_READ_JSON).exists()
+
+
+def test_duplicated_columns_are_rejected(tmp_path):
+    """Two `answer` columns that contradict each other: which one counts is ambiguous, so none does."""
     cycle = sheet_dir(tmp_path)
-    (cycle / "answers.csv").mkdir()
+    (cycle / "answers.csv").write_text("sample_id,answer,answer\n4,yes,no\n7,no,yes\n9,no,no\n")
+    with pytest.raises(sheets.AnswersError, match=r"names column\(s\) \['answer'\] more than once"):
+        sheets.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES)
+    (cycle / "answers.csv").write_text("Sample_ID,answer,sample_id\n4,yes,4\n7,no,7\n9,no,9\n")
+    with pytest.raises(sheets.AnswersError, match=r"\['sample_id'\] more than once"):
+        sheets.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES)
+    assert not (tmp_path / STORE).exists()
+    (cycle / "answers.csv").write_text("sample_id,answer,note,note\n4,yes,,\n7,no,,\n9,no,,\n")
+    with pytest.raises(sheets.AnswersError, match=r"\['note'\] more than once"):
+        sheets.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES)
+
+
+def test_long_content_is_shortened_in_messages(tmp_path):
+    cycle = sheet_dir(tmp_path)
+    (cycle / "answers.csv").write_text("sample_id,answer\n4,yes\n7," + "x" * 5000 + "\n9,no\n")
     with pytest.raises(sheets.AnswersError) as info:
         sheets.ingest_answers_csv(cycle, tmp_path / STORE, num_samples=50, class_names=CLASSES)
-    assert "is a folder, not a file" in str(info.value) and "does not exist" not in str(info.value)
-    assert isinstance(info.value, sheets.AnswersError) and info.value.exit_code == 2
+    assert "x" * 40 + "..." in str(info.value) and "x" * 41 not in str(info.value)
 
 
 def test_label_sheet_takes_class_names_or_indices(tmp_path):
@@ -257,7 +305,8 @@ def test_annotate_command_exports_and_imports(tmp_path, monkeypatch):
     (project / "bad.json").write_text(json.dumps(as_exported(tasks, ["no", "perhaps", "no"])))
     out = cli.invoke(app, ["annotate", "--import", "bad.json"])
     assert out.exit_code == 2 and "answer 'perhaps' for sample_id 7 is not yes or no" in out.output
-    assert cli.invoke(app, ["annotate", "--arm", "obcp", "--seed", "1", "--no-open"]).exit_code == 2  # no sheet
+    out = cli.invoke(app, ["annotate", "--arm", "obcp", "--seed", "1", "--export", "label-studio"])
+    assert out.exit_code == 2 and "no open question sheet" in out.output  # nothing to export
 
 
 def test_label_studio_fixture_export(tmp_path):
@@ -294,3 +343,73 @@ def test_label_studio_bad_export_is_rejected_whole(tmp_path):
     not_json.write_text("{oops")
     with pytest.raises(sheets.AnswersError, match="cannot read .* as a Label Studio JSON export"):
         labelstudio.import_export(not_json, store, dataset="digits", num_samples=1437, class_names=CLASSES)
+
+
+# --------------------------------------------------------------------------- corrections
+
+
+def test_answers_csv_in_a_cycle_without_a_sheet_is_matched_to_its_questions(tmp_path):
+    """A finished cycle whose questions all came from the store has no sheet: an answers.csv
+    written there is checked against the questions it asked (queries.parquet) and taken."""
+    cycle = Layout("digits", tmp_path).cycle_dir(0, "obcp", 1)
+    cycle.mkdir(parents=True)
+    store = tmp_path / STORE
+    answers.append(store, one_bit([4, 7], [1, 2], [True, False]))
+    pd.DataFrame({"sample_id": [4, 7], "asked_class": [1, 2], "answer": [True, False]}).to_parquet(
+        cycle / "queries.parquet")
+    (cycle / "answers.csv").write_text("sample_id,answer\n4,no\n")
+    with pytest.raises(sheets.AnswersError, match="1 asked sample"):  # every question of the cycle, as on a sheet
+        sheets.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES)
+    (cycle / "answers.csv").write_text("sample_id,answer\n4,no\n7,no\n")
+    assert sheets.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES) == 1
+    assert answers.lookup(answers.read(store), pd.DataFrame({"sample_id": [4], "asked_class": [1]}))["answer"][0] == False  # noqa: E712
+    (cycle / "queries.parquet").unlink()  # neither sheet nor questions: the message says what else works
+    (cycle / "answers.csv").write_text("sample_id,answer\n4,yes\n7,no\n")
+    with pytest.raises(sheets.AnswersError, match="obcp answers fix SAMPLE --asked CLASS --answer"):
+        sheets.ingest_answers_csv(cycle, store, num_samples=50, class_names=CLASSES)
+
+
+def test_answers_fix_and_list_commands(tmp_path, monkeypatch):
+    """`obcp answers fix` corrects any stored answer (one-bit by class name or index, a label by
+    name), keeps the history, refuses what is not a correction; `obcp answers list` shows it."""
+    from typer.testing import CliRunner
+
+    from conftest import dataset_facts, make_project
+    from pipeline.cli import app
+
+    project = make_project(tmp_path / "p", git=False)
+    dataset_facts(project / "data/digits", list(CLASSES), 50)
+    store = project / STORE
+    answers.append(store, one_bit([12, 13], [3, 4], [True, False], source="answers.csv cycle_001"))
+    answers.append(store, answers.rows([14], [-1], label=[8], source="page"))
+    monkeypatch.chdir(project)
+    cli = CliRunner()
+    out = cli.invoke(app, ["answers", "fix", "12", "--asked", "3", "--answer", "no"])
+    assert out.exit_code == 0, out.output
+    assert "sample 12, asked_class 3 ('Is this a 3?'): yes -> no (was from answers.csv cycle_001)" in out.output
+    assert "used by no finished cycle" in out.output and "obcp repro" in out.output
+    out = cli.invoke(app, ["answers", "fix", "12", "--asked", "3", "--answer", "NO"])
+    assert out.exit_code == 0 and "already 'no'" in out.output and "nothing added" in out.output
+    out = cli.invoke(app, ["answers", "fix", "14", "--label", "2"])
+    assert out.exit_code == 0 and "8 -> 2" in out.output, out.output
+    for args, says in (
+        (["12", "--asked", "5", "--answer", "no"], "holds no answer to sample 12, asked_class 5"),
+        (["99", "--asked", "3", "--answer", "no"], "No question about this sample was answered"),
+        (["12", "--asked", "eleven", "--answer", "no"], "--asked 'eleven' is not a class name or index"),
+        (["12", "--asked", "3", "--answer", "maybe"], "answer 'maybe' is not yes or no"),
+        (["12", "--asked", "3"], "give `--asked CLASS --answer yes|no`"),
+        (["14", "--label", "2", "--asked", "3"], "not both"),
+        (["13", "--label", "2"], "holds no answer to sample 13, asked_class -1"),
+    ):
+        out = cli.invoke(app, ["answers", "fix", *args])
+        assert out.exit_code == 2 and says in " ".join(out.output.split()), (args, out.output)
+    rows = answers.read(store)
+    assert len(rows) == 5 and rows["source"].tolist()[-2:] == ["obcp answers fix"] * 2  # history kept
+    listed = cli.invoke(app, ["answers", "list", "--csv"])
+    frame = pd.read_csv(__import__("io").StringIO(listed.output))
+    assert frame["sample_id"].tolist() == [14, 12, 13]  # the answers in force, newest first
+    assert frame["answer"].tolist() == ["2", "no", "no"]
+    history = cli.invoke(app, ["answers", "list", "--sample", "12", "--history", "--json"])
+    assert [r["answer"] for r in json.loads(history.output)] == ["no", "yes"]
+    none = cli.invoke(app, ["answers", "list", "--sample", "40"])
+    assert none.exit_code == 0 and "no answer about sample 40" in none.output

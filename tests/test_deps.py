@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 
 from conftest import ROOT
-from pipeline.tools.deps import inert, missing_deps, stage_files
+from pipeline.tools.deps import dvc_stages, inert, missing_deps, plugin_stages, stage_files
 
 
 def test_every_stage_depends_on_every_file_it_runs():
@@ -46,3 +46,16 @@ def test_a_missing_module_is_named(tmp_path):
     _tree(root, {}, ["stages/s.py", "pipeline/a.py", "pipeline/sub"])
     assert missing_deps(root) == {}
     assert inert(root / "pipeline/__init__.py") and not inert(root / "pipeline/sub/__init__.py")
+
+
+def test_stages_that_run_plugins_depend_on_their_fingerprint():
+    """`plugins:` files cannot be listed in dvc.yaml (a list param); the validate stage hashes them into
+    data/validated/plugins.json, a dep of exactly the stages that import plugins."""
+    stages = dvc_stages(ROOT)
+    runs = plugin_stages(ROOT)
+    assert runs["active"] and not runs["convert"] and not runs["pretrain"]
+    for name, stage in stages.items():
+        if stage.get("always_changed"):
+            continue
+        deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
+        assert ("data/validated/plugins.json" in deps) == runs[name], name

@@ -229,5 +229,11 @@ def test_run_exp_show_real_dvc(tmp_path):
     assert exps.workspace_status(repo, dvc=dvc) == "modified"  # the stage never ran: no dvc.lock
     run([dvc, "commit", "-f", "-q"], repo)
     assert exps.workspace_status(repo, dvc=dvc) == "workspace"
+    # a stage that runs on every repro (like `validate`) is "always changed": not a modified workspace
+    with open(repo / "dvc.yaml", "a") as fh:
+        fh.write("  check:\n    cmd: 'true'\n    always_changed: true\n")
+    run([dvc, "commit", "-f", "-q"], repo)
+    assert "always changed" in run([dvc, "status"], repo).stdout
+    assert exps.workspace_status(repo, dvc=dvc) == "workspace"
     with pytest.raises(exps.ExpsError, match="failed"):
         exps.run_exp_show(tmp_path, dvc=dvc)  # not a git/DVC repo

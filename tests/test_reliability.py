@@ -13,9 +13,9 @@ Entry points run in-process (``main(...)`` inside ``pytest.raises(SystemExit)``,
 from capsys) because FFCV's import costs seconds per process; the cases marked
 ``subprocess`` run the real command line (``python -m stages.X`` / ``python -m pipeline.cli``).
 
-62 distinct cases (``CASES``; a test asserts at least 30):
-- params (29): wrong types (5), out of ranges (4), unknown keys at top level, nested and in
-  an arm (3), budgets larger than the pool (2), ``query_times: 0``, t > m, N ≥ K, unknown
+64 distinct cases (``CASES``; a test asserts at least 30):
+- params (31): wrong types (5), out of ranges (4), unknown keys at top level, nested and in
+  an arm (3), budgets larger than the pool (2, and 2 more through `obcp validate`), ``query_times: 0``, t > m, N ≥ K, unknown
   dataset / arch / strategy / method / oracle / backend (6), duplicate seeds, malformed
   YAML, missing params file, ``--arm`` not in params, ``--cycle`` 0 and beyond query_times;
 - data (11): missing imagefolder root, cifar without download, imagefolder train/val class
@@ -200,6 +200,11 @@ PARAM_CASES: dict[str, tuple[Callable[[dict], None], Entry, tuple[str, ...]]] = 
                                  ("budget.initial", "larger than the train pool", "1437")),
     "budget-one-bit-over-pool": (_set("budget.one_bit", 3000), Entry("active"),
                                  ("budget.one_bit", "exceed", "lower it or raise query_times")),
+    # `obcp validate` checks the budgets against the converted train pool too
+    "budget-initial-over-pool-validate": (_set("budget.initial", 5000), Entry("validate"),
+                                          ("budget.initial", "larger than the train pool", "1437")),
+    "budget-one-bit-over-pool-validate": (_set("budget.one_bit", 100000), Entry("validate", subprocess=True),
+                                          ("budget.one_bit", "exceed", "lower it or raise query_times")),
     "query-times-zero": (_set("query_times", 0), Entry("active"), ("query_times", "must be ≥ 1")),
     "t-greater-than-m": (_set("selection.t", 5), Entry("pretrain"), ("selection.t", "must be ≤ m")),
     "negatives-not-below-queue": (_set("contrastive.hard_negatives", 64), Entry("pretrain"),

@@ -289,7 +289,7 @@ def test_study_run_end_to_end_skips_finished_cells_and_reuses_the_run_cache(tmp_
     status = pd.read_csv(project / "reports/study/cells.csv").set_index("cell")
     assert status.loc["digits/main/human", "status"] == "failed"
     assert status.loc["digits/main/human", "from_run_cache"] == 5
-    assert status.loc["digits/main/base", "stages_ran"] == 10
+    assert status.loc["digits/main/base", "stages_ran"] == 11  # validate, convert, 2 × 4 per seed, figures
     assert status.loc["digits/fig6/qt1", "status"].startswith("waits for the rule")
     assert (project / "params.yaml").read_bytes() == params_before and not (project / "data/digits").exists()
 

@@ -383,6 +383,17 @@ def parse_params(raw: Any, *, pool_size: int | None = None, source: str = "param
     return params
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: where (line, column) and what, without PyYAML's snippet."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return " ".join(str(exc).split())
+    mark = exc.problem_mark
+    text = f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    if exc.context and exc.context_mark is not None:
+        text += f" ({exc.context} that starts at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1})"
+    return text
+
+
 def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = None, names: bool = True) -> Params:
     """Read and validate params.yaml (see `parse_params`)."""
     path = Path(path)
@@ -391,7 +402,7 @@ def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = Non
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ParamsError([f"not valid YAML: {exc}"], str(path)) from None
+        raise ParamsError([f"not valid YAML: {yaml_problem(exc)}"], str(path)) from None
     return parse_params(raw, pool_size=pool_size, source=str(path), names=names)
 
 

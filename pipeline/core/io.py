@@ -109,3 +109,24 @@ def read_parquet(path: str | os.PathLike, *, what: str, fix: str, error: type[Ex
             f"{what} {path} is not readable parquet ({type(exc).__name__}: {exc}); it is truncated or "
             f"corrupt. Delete it and rerun: {fix}"
         ) from None
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """What `path` is, without following a symlink or opening it: ``a regular file``,
+    ``a folder``, ``a symbolic link`` (``a broken symbolic link``), ``a FIFO (named pipe)``,
+    ``a socket``, ``a character device``, ``a block device``, or ``missing``."""
+    import stat
+
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link" if path.exists() else "a broken symbolic link"
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "not a regular file"

@@ -1,4 +1,5 @@
-"""`obcp annotate`: answer the human oracle's open questions on a local web page.
+"""`obcp annotate`: answer the human oracle's open questions, and correct any stored answer, on a
+local web page.
 
 The page shows one question at a time (the image enlarged, "Is this a {class}?"), takes
 `y` / `n` (a class's digit on a full-label sheet), has undo, a progress bar and the list of
@@ -6,11 +7,18 @@ questions already answered (click one to change its answer). Every answer goes i
 answer store (pipeline.oracle.answers) the moment it is given, through the same validation as an
 ``answers.csv`` (`sheets.check_rows`), with an atomic write: closing the browser loses
 nothing, and reopening the page resumes where it stopped. When every question is answered
-the page says to rerun `dvc repro`.
+the page says to rerun the pipeline.
+
+Below, "All answers in the store" lists every answered question of the dataset, whichever
+cycle asked it and whether or not that cycle still has a sheet, newest first and searchable
+by sample id; each can be corrected there (pipeline.oracle.corrections; a new row, the old
+one stays as history). Without an open sheet the page shows only that list.
 
 The server is the standard library's: it binds 127.0.0.1 by default and serves only the
-page, its state and answers (JSON), and the sheet's question images; requests naming
-another host or coming from another origin are refused.
+page, its state, the store list and answers (JSON), and the images of the sheet's questions
+and of answered samples; requests naming another host or coming from another origin are
+refused (403), a bad ``Content-Length`` or a body that is not a JSON object gets 400, and
+every request has a read timeout.
 """
 from __future__ import annotations
 
@@ -22,12 +30,18 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Sequence
+from urllib.parse import parse_qs, urlsplit
 
+import numpy as np
 import pandas as pd
 
-from pipeline.oracle import answers, sheets
+from pipeline.oracle import answers, corrections, sheets
 from pipeline.core.errors import ObcpError
 from pipeline.core.layout import Layout
+
+MAX_BODY = 1 << 16  # bytes of a request body (an answer is a few dozen)
+READ_TIMEOUT = 10.0  # seconds a request may take to arrive (request line, headers, body)
+STORE_ROWS = 100  # rows of the store list shown without a search
 
 
 class AnnotateError(ObcpError):
@@ -60,19 +74,65 @@ class Sheet:
         return self.cycle_dir / sheets.QUESTIONS_DIR / f"{int(sample_id)}.png"
 
 
-def open_sheet(layout: Layout, arm: str, seed: int, class_names: Sequence[str]) -> Sheet:
-    """The latest question sheet of `arm` and `seed` whose cycle is not finished."""
+def find_sheet(layout: Layout, arm: str, seed: int, class_names: Sequence[str]) -> Sheet | None:
+    """The latest question sheet of `arm` and `seed` whose cycle is not finished, or None."""
     arm_dir = layout.arm_dir(seed, arm)
     cycles = sorted(arm_dir.glob("cycle_*")) if arm_dir.is_dir() else []
     waiting = [d for d in cycles if (d / sheets.QUESTIONS_CSV).is_file() and not (d / "manifest.json").exists()]
     if not waiting:
+        return None
+    return Sheet(waiting[-1], sheets.read_sheet(waiting[-1]), tuple(class_names), arm, seed)
+
+
+def open_sheet(layout: Layout, arm: str, seed: int, class_names: Sequence[str]) -> Sheet:
+    """`find_sheet`, or `AnnotateError` when no cycle of `arm` and `seed` waits for answers."""
+    sheet = find_sheet(layout, arm, seed, class_names)
+    if sheet is None:
         raise AnnotateError(
-            f"arm {arm!r} of seed {seed} has no open question sheet under {arm_dir} (no cycle waits for "
-            "answers). With `oracle.kind: human` in params.yaml, run `dvc repro`: when it stops with "
-            "'waiting for answers', run this command again."
+            f"arm {arm!r} of seed {seed} has no open question sheet under {layout.arm_dir(seed, arm)} (no cycle "
+            "waits for answers). With `oracle.kind: human` in params.yaml, run `obcp repro`: when it stops with "
+            "'waiting for answers' (exit 3), run this command again. Stored answers can be corrected any time "
+            "with `obcp answers fix` or on the page (`obcp annotate`)."
         )
-    sheet = sheets.read_sheet(waiting[-1])
-    return Sheet(waiting[-1], sheet, tuple(class_names), arm, seed)
+    return sheet
+
+
+class StoreImages:
+    """PNG of an answered sample for the store list: a question sheet's image from any cycle
+    folder that still has one, else the sample's pixels from the converted train set
+    (``train.beton``, read through FFCV on first use; upscaled like a sheet's images)."""
+
+    def __init__(self, layout: Layout, min_size: int = 64):
+        self.layout = layout
+        self.min_size = min_size
+        self._cache: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, sample_id: int) -> bytes | None:
+        sample_id = int(sample_id)
+        with self._lock:
+            if sample_id in self._cache:
+                return self._cache[sample_id]
+            found = sorted(self.layout.root.glob(f"data/runs/seed*/arms/*/cycle_*/{sheets.QUESTIONS_DIR}/"
+                                                 f"{sample_id}.png"))
+            data = next((p.read_bytes() for p in found if p.is_file() and not p.is_symlink()), None)
+            if data is None and self.layout.beton("train").is_file():
+                data = self._render(sample_id)
+            if data is not None:
+                self._cache[sample_id] = data
+            return data
+
+    def _render(self, sample_id: int) -> bytes | None:
+        from pipeline.data.loaders import make_loader
+
+        try:
+            loader = make_loader(self.layout.beton("train"), batch_size=1, views=["raw"],
+                                 indices=np.array([sample_id]), order="sequential", seed=0)
+            batch = next(iter(loader))
+        except (ObcpError, StopIteration):
+            return None
+        pixels = batch.views[0].permute(0, 2, 3, 1).numpy()[0]
+        return sheets.upscale_png(pixels, self.min_size)
 
 
 def _shown(sheet: Sheet, answer, label: int) -> str | None:
@@ -81,12 +141,30 @@ def _shown(sheet: Sheet, answer, label: int) -> str | None:
     return None if pd.isna(answer) else ("yes" if answer else "no")
 
 
-class AnswerPage:
-    """The page's logic, independent of HTTP: state, answer, undo, images."""
+def _int(value, name: str) -> int:
+    """A request's integer field: a JSON integer or a string of digits (not a bool or a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)) or \
+            not re.fullmatch(r"-?\d{1,18}", str(value).strip()):
+        raise AnnotateError(f"{name} must be an integer, got {value!r}")
+    return int(str(value).strip())
 
-    def __init__(self, sheet: Sheet, store: Path, *, on_complete: Callable[[str], None] | None = None):
+
+class AnswerPage:
+    """The page's logic, independent of HTTP: state, answer, undo, the store list, corrections, images.
+
+    `sheet` is the open question sheet, or None (then only the store list is shown);
+    `class_names` is needed without a sheet; `images` gives the PNG of an answered sample
+    that is not on the sheet (e.g. `StoreImages`)."""
+
+    def __init__(self, sheet: Sheet | None, store: Path, *, class_names: Sequence[str] | None = None,
+                 images: Callable[[int], bytes | None] | None = None,
+                 on_complete: Callable[[str], None] | None = None):
+        if sheet is None and class_names is None:
+            raise ValueError("an AnswerPage without a sheet needs class_names")
         self.sheet = sheet
+        self.class_names = tuple(class_names) if class_names is not None else sheet.class_names
         self.store = Path(store)
+        self.images = images
         self.on_complete = on_complete
         self._lock = threading.Lock()
         self._announced = False
@@ -100,6 +178,15 @@ class AnswerPage:
         return q, got
 
     def state(self) -> dict:
+        if self.sheet is None:
+            return {
+                "arm": None, "seed": None, "cycle": None, "labels": False, "classes": list(self.class_names),
+                "sheet": None, "store": str(self.store), "questions": [], "answered": 0, "total": 0,
+                "complete": False,
+                "message": "No cycle waits for answers. Every answer in the store is listed below and can be "
+                           "corrected there; after a correction, run `obcp repro` (it replays from the first "
+                           "cycle that used the answer).",
+            }
         q, got = self._lookup()
         items = [
             {"sample_id": int(sid), "question": self.sheet.text(int(asked)),
@@ -109,8 +196,8 @@ class AnswerPage:
         ]
         done = int(got["answered"].sum())
         complete = done == len(items)
-        message = (f"All {len(items)} questions are answered and saved in {self.store}. Rerun `dvc repro` "
-                   "to continue the run.") if complete else ""
+        message = (f"All {len(items)} questions are answered and saved in {self.store}. Rerun `obcp repro` "
+                   "(or `dvc repro`) to continue the run.") if complete else ""
         if complete and not self._announced and self.on_complete is not None:
             self._announced = True
             self.on_complete(message)
@@ -123,6 +210,8 @@ class AnswerPage:
 
     def answer(self, sample_id, value) -> dict:
         """Record one answer (validated like a line of answers.csv); returns the new state."""
+        if self.sheet is None:
+            raise AnnotateError("no question sheet is open; correct a stored answer with /fix")
         q = self.sheet.questions
         got, problems = sheets.check_rows(
             [("1", str(sample_id), str(value))], q["sample_id"].to_numpy(),
@@ -142,6 +231,8 @@ class AnswerPage:
 
     def undo(self) -> dict:
         """Withdraw the sheet's most recent answer; its question is open again."""
+        if self.sheet is None:
+            raise AnnotateError("nothing to undo: no question sheet is open")
         with self._lock:
             q, got = self._lookup()
             answered = got[got["answered"]]
@@ -153,21 +244,55 @@ class AnswerPage:
         state["undone"] = int(last["sample_id"])
         return state
 
+    def store_rows(self, sample_id=None, limit: int = STORE_ROWS) -> dict:
+        """Every answer in force in the store (of one sample: `sample_id`), newest first: at most
+        `limit` rows without a search. {"rows": [{sample_id, asked_class, question, answer,
+        answered_at, source, labels}], "shown", "total"}."""
+        sid = None if sample_id in (None, "") else _int(sample_id, "sample_id")
+        table = corrections.table(answers.read(self.store), self.class_names, sample_id=sid)
+        total = len(table)
+        if sid is None:
+            table = table.head(limit)
+        rows = [{"sample_id": int(r.sample_id), "asked_class": int(r.asked_class), "question": r.question,
+                 "answer": r.answer, "answered_at": r.answered_at, "source": r.source,
+                 "labels": int(r.asked_class) == answers.LABEL_QUESTION} for r in table.itertuples(index=False)]
+        return {"rows": rows, "shown": len(rows), "total": total, "classes": list(self.class_names)}
+
+    def fix(self, sample_id, asked_class, value) -> dict:
+        """Correct a stored answer (any question in the store); returns the new state with
+        `fixed`, what changed."""
+        with self._lock:
+            done = corrections.fix(self.store, _int(sample_id, "sample_id"), _int(asked_class, "asked_class"),
+                                   value, class_names=self.class_names, source="page fix")
+        state = self.state()
+        state["fixed"] = done.describe(self.store)
+        return state
+
     def image(self, sample_id: int) -> bytes | None:
-        if sample_id not in set(self.sheet.questions["sample_id"].tolist()):
+        """A question's PNG: the sheet's, else (an answered sample) `images`; None otherwise."""
+        if self.sheet is not None and sample_id in set(self.sheet.questions["sample_id"].tolist()):
+            path = self.sheet.image(sample_id)
+            return path.read_bytes() if path.is_file() else None
+        if self.images is None or not (answers.read(self.store)["sample_id"] == sample_id).any():
             return None
-        path = self.sheet.image(sample_id)
-        return path.read_bytes() if path.is_file() else None
+        return self.images(sample_id)
 
 
-_IMAGE = re.compile(r"^/img/(\d+)\.png$")
+_IMAGE = re.compile(r"^/img/(\d{1,18})\.png$")
 
 
-def make_server(page: AnswerPage, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """An HTTP server for `page` (not started: call serve_forever, e.g. in a thread)."""
+class BadRequest(Exception):
+    """A request the page refuses with 400 (its message is the reply's `error`)."""
+
+
+def make_server(page: AnswerPage, host: str = "127.0.0.1", port: int = 0, *,
+                read_timeout: float = READ_TIMEOUT) -> ThreadingHTTPServer:
+    """An HTTP server for `page` (not started: call serve_forever, e.g. in a thread). Every
+    request must arrive within `read_timeout` seconds per read (request line, headers, body)."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "obcp-annotate"
+        timeout = read_timeout  # StreamRequestHandler: the socket's timeout for every read
 
         def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
             pass
@@ -189,33 +314,72 @@ def make_server(page: AnswerPage, host: str = "127.0.0.1", port: int = 0) -> Thr
         def _json(self, status: int, obj: dict) -> None:
             self._send(status, json.dumps(obj).encode(), "application/json")
 
+        def _body(self) -> dict:
+            """The request's JSON object body ({} when there is none); `BadRequest` otherwise."""
+            if self.headers.get("Transfer-Encoding"):
+                raise BadRequest("Transfer-Encoding is not accepted: send the body with a Content-Length")
+            lengths = self.headers.get_all("Content-Length") or []
+            if len(lengths) > 1:
+                raise BadRequest("more than one Content-Length header")
+            raw = lengths[0].strip() if lengths else "0"
+            if not re.fullmatch(r"[0-9]{1,9}", raw):
+                raise BadRequest(f"Content-Length {raw[:20]!r} is not a byte count")
+            length = int(raw)
+            if length > MAX_BODY:
+                raise BadRequest(f"the body is {length} bytes; at most {MAX_BODY} are accepted")
+            try:
+                data = self.rfile.read(length)
+            except TimeoutError:
+                raise BadRequest(f"the body did not arrive within {read_timeout:g} s") from None
+            if len(data) < length:
+                raise BadRequest(f"the body ended after {len(data)} of the {length} bytes of its Content-Length")
+            if not data.strip():
+                return {}
+            try:
+                body = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                raise BadRequest("the body is not JSON") from None
+            if not isinstance(body, dict):
+                raise BadRequest(f"the body must be a JSON object like {{\"sample_id\": 4, \"answer\": \"yes\"}}, "
+                                 f"not a JSON {type(body).__name__}")
+            return body
+
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
             if not self._allowed():
                 return self._json(HTTPStatus.FORBIDDEN, {"error": "wrong host or origin"})
-            path = self.path.split("?", 1)[0]
-            if path == "/":
+            url = urlsplit(self.path)
+            if url.path == "/":
                 return self._send(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
-            if path == "/state":
+            if url.path == "/state":
                 return self._json(HTTPStatus.OK, page.state())
-            match = _IMAGE.match(path)
+            if url.path == "/store":
+                query = parse_qs(url.query)
+                try:
+                    return self._json(HTTPStatus.OK, page.store_rows((query.get("sample_id") or [None])[0]))
+                except ObcpError as exc:
+                    return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            match = _IMAGE.match(url.path)
             data = page.image(int(match.group(1))) if match else None
             if data is None:
                 return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
             return self._send(HTTPStatus.OK, data, "image/png")
 
         def do_POST(self) -> None:  # noqa: N802 - stdlib name
+            self.close_connection = True  # one request per connection: a refused body leaves nothing behind
             if not self._allowed() or self.headers.get("Content-Type", "").split(";")[0] != "application/json":
                 return self._json(HTTPStatus.FORBIDDEN, {"error": "wrong host, origin or content type"})
+            if self.path not in ("/answer", "/undo", "/fix"):
+                return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
             try:
-                length = min(int(self.headers.get("Content-Length") or 0), 1 << 16)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                body = self._body()
                 if self.path == "/answer":
                     return self._json(HTTPStatus.OK, page.answer(body.get("sample_id"), body.get("answer")))
                 if self.path == "/undo":
                     return self._json(HTTPStatus.OK, page.undo())
-            except (ObcpError, ValueError, AttributeError) as exc:
+                return self._json(HTTPStatus.OK, page.fix(body.get("sample_id"), body.get("asked_class"),
+                                                          body.get("answer")))
+            except (BadRequest, ObcpError) as exc:
                 return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-            return self._json(HTTPStatus.NOT_FOUND, {"error": "not found"})
 
     return ThreadingHTTPServer((host, port), Handler)
 
@@ -242,9 +406,20 @@ aside h2{font-size:17px;margin:0 0 8px}
 #answered li{display:flex;align-items:center;gap:10px;padding:3px 0;cursor:pointer}
 #answered img{width:36px;height:36px;image-rendering:pixelated}
 .a-yes{color:#2e7d32;font-weight:600}.a-no{color:#c62828;font-weight:600}
+#storebox{background:#fff;border-radius:10px;padding:16px 20px;box-shadow:0 1px 4px #0002;margin:0 24px 24px}
+#storebox h2{font-size:17px;margin:0 0 8px}
+#search{font-size:16px;padding:4px 8px;width:200px}
+#store{list-style:none;margin:8px 0 0;padding:0}
+#store li{display:flex;align-items:center;gap:12px;padding:4px 0;border-top:1px solid #eee}
+#store img{width:36px;height:36px;image-rendering:pixelated;background:#000}
+#store .meta{color:#777;font-size:13px}
+#store button{font-size:14px;padding:3px 12px;border-radius:5px;border:1px solid #889;cursor:pointer}
+#store button:disabled{opacity:.4;cursor:default}
+#fixed{color:#2e7d32;min-height:1em}
 </style></head>
 <body>
 <header id="title">obcp</header>
+<p id="nostore" style="display:none;margin:24px;font-size:18px"></p>
 <main>
 <section id="card">
   <div id="bar"><div id="fill"></div></div>
@@ -257,10 +432,55 @@ aside h2{font-size:17px;margin:0 0 8px}
 </section>
 <aside><h2>Answered (<span id="nans">0</span>) &mdash; click to change</h2><ol id="answered"></ol></aside>
 </main>
+<section id="storebox">
+  <h2>All answers in the store (<span id="nstore">0</span>) &mdash; correct any of them</h2>
+  <label>Sample id: <input id="search" type="search" inputmode="numeric" placeholder="e.g. 412"></label>
+  <span class="meta" id="storenote"></span>
+  <p id="fixed"></p>
+  <ul id="store"></ul>
+</section>
 <script>
 let S = null, cur = null;
 const $ = id => document.getElementById(id);
-async function load() { const r = await fetch('state'); S = await r.json(); render(); }
+function el(tag, cls, text) { const e = document.createElement(tag); e.className = cls; e.textContent = text; return e; }
+async function load() { const r = await fetch('state'); S = await r.json(); render(); loadStore(); }
+async function loadStore() {
+  const q = $('search').value.trim();
+  const r = await fetch('store' + (q ? '?sample_id=' + encodeURIComponent(q) : ''));
+  const j = await r.json();
+  if (!r.ok) { $('storenote').textContent = j.error; $('store').innerHTML = ''; return; }
+  $('nstore').textContent = j.total;
+  $('storenote').textContent = q ? `${j.shown} answer(s) about sample ${q}` :
+    (j.shown < j.total ? `the newest ${j.shown}; search a sample id for the others` : '');
+  $('store').innerHTML = '';
+  for (const row of j.rows) {
+    const li = document.createElement('li');
+    li.dataset.sampleId = row.sample_id; li.dataset.askedClass = row.asked_class;
+    const img = document.createElement('img'); img.src = `img/${row.sample_id}.png`; img.alt = '';
+    li.appendChild(img);
+    li.appendChild(el('span', '', `#${row.sample_id} ${row.question}`));
+    li.appendChild(el('span', 'answer a-' + row.answer, row.answer));
+    li.appendChild(el('span', 'meta', `${row.answered_at} · ${row.source}`));
+    const values = row.labels ? j.classes : ['yes', 'no'];
+    if (row.labels) {
+      const sel = document.createElement('select'); sel.className = 'label';
+      values.forEach((c, i) => { const o = document.createElement('option'); o.value = String(i); o.textContent = c;
+                                 o.selected = c === row.answer; sel.appendChild(o); });
+      const b = document.createElement('button'); b.textContent = 'set'; b.className = 'fix';
+      b.onclick = () => fix(row, sel.value); li.appendChild(sel); li.appendChild(b);
+    } else {
+      for (const v of values) {
+        const b = document.createElement('button'); b.textContent = v; b.className = 'fix fix-' + v;
+        b.disabled = v === row.answer; b.onclick = () => fix(row, v); li.appendChild(b);
+      }
+    }
+    $('store').appendChild(li);
+  }
+}
+async function fix(row, value) {
+  const j = await post('fix', {sample_id: row.sample_id, asked_class: row.asked_class, answer: value});
+  if (j) { $('fixed').textContent = j.fixed; render(); loadStore(); }
+}
 async function post(path, body) {
   const r = await fetch(path, {method: 'POST', headers: {'Content-Type': 'application/json'},
                                body: JSON.stringify(body || {})});
@@ -279,7 +499,12 @@ function undo() {
 }
 function render() {
   const qs = S.questions;
-  $('title').textContent = `obcp · arm ${S.arm} · seed ${S.seed} · cycle ${S.cycle} · ${S.sheet}`;
+  $('title').textContent = S.sheet === null ? `obcp · answer store ${S.store}` :
+    `obcp · arm ${S.arm} · seed ${S.seed} · cycle ${S.cycle} · ${S.sheet}`;
+  if (S.sheet === null) {
+    $('card').style.display = 'none'; document.querySelector('aside').style.display = 'none';
+    $('nostore').textContent = S.message; $('nostore').style.display = 'block'; return;
+  }
   $('fill').style.width = (100 * S.answered / Math.max(1, S.total)) + '%';
   $('progress').textContent = `${S.answered} of ${S.total} answered`;
   if (cur === null || cur < 0) cur = qs.findIndex(q => q.answer === null);
@@ -309,8 +534,10 @@ function render() {
   }
   $('keys').textContent = (S.labels ? 'Keys: 0-9 = class, ' : 'Keys: y = yes, n = no, ') + 'u or Backspace = undo';
 }
+let searchTimer = null;
+$('search').addEventListener('input', () => { clearTimeout(searchTimer); searchTimer = setTimeout(loadStore, 200); });
 document.addEventListener('keydown', e => {
-  if (!S || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (!S || e.ctrlKey || e.metaKey || e.altKey || e.target.tagName === 'INPUT' || e.target.tagName === 'SELECT') return;
   const k = e.key.toLowerCase();
   if (k === 'u' || k === 'backspace') { e.preventDefault(); undo(); return; }
   for (const [value, key] of choices()) if (key && k === key) { e.preventDefault(); answer(value); return; }

@@ -161,13 +161,62 @@ def append(path: str | os.PathLike, new: pd.DataFrame) -> int:
     if new.duplicated(KEY).any():
         raise AnswerStoreError("rows to add repeat a question (sample_id, asked_class); give one answer each.")
     with locked(path):
+        return _append_locked(path, read(path), new)
+
+
+def _append_locked(path: str | os.PathLike, store: pd.DataFrame, new: pd.DataFrame) -> int:
+    now = lookup(store, new)
+    same_answer = (now["answer"].fillna(False) == new["answer"].fillna(False)) & \
+                  (now["answer"].isna() == new["answer"].isna()) & (now["label"] == new["label"])
+    withdraw = new["answer"].isna() & (new["label"] < 0)
+    redundant = (now["answered"] & same_answer) | (~now["answered"] & withdraw)
+    add = new[~redundant.to_numpy()]
+    if len(add):
+        write_parquet(path, _conform(pd.concat([store, add], ignore_index=True)))
+    return int(len(add))
+
+
+def history(store: pd.DataFrame, sample_id: int | None = None) -> pd.DataFrame:
+    """Every row of the store (of one sample), oldest first, with its position: DataFrame[row,
+    sample_id, asked_class, answer, label, answered_at, source]."""
+    rows = store.assign(row=np.arange(len(store)))
+    if sample_id is not None:
+        rows = rows[rows["sample_id"] == int(sample_id)]
+    return rows[["row", *COLUMNS]].reset_index(drop=True)
+
+
+def correct(path: str | os.PathLike, sample_id: int, asked_class: int, *, source: str,
+            answer: bool | None = None, label: int | None = None) -> tuple[pd.Series, int]:
+    """Correct the stored answer to one question (sample_id, asked_class): a new row, the old
+    ones stay as history. Exactly one of `answer` (a one-bit question) or `label` (a full-label
+    question, asked_class -1) is given. Returns (the answer in force before, rows added: 0 when
+    it already was this answer).
+
+    Raises `AnswerStoreError` when the question has no answer in force (never answered, or
+    withdrawn): a correction changes an answer given; it does not answer a question nobody asked
+    (a mistyped class would otherwise go unnoticed). The store's answered questions of that
+    sample are listed.
+    """
+    if (answer is None) == (label is None):
+        raise AnswerStoreError("give either a yes/no answer (one-bit question) or a label (full-label question).")
+    if (label is not None) != (int(asked_class) == LABEL_QUESTION):
+        raise AnswerStoreError("a label answers a full-label question (asked_class -1); a one-bit question "
+                               "takes yes or no.")
+    row = rows([sample_id], [asked_class], source=source,
+               answer=None if answer is None else [bool(answer)], label=None if label is None else [int(label)])
+    with locked(path):
         store = read(path)
-        now = lookup(store, new)
-        same_answer = (now["answer"].fillna(False) == new["answer"].fillna(False)) & \
-                      (now["answer"].isna() == new["answer"].isna()) & (now["label"] == new["label"])
-        withdraw = new["answer"].isna() & (new["label"] < 0)
-        redundant = (now["answered"] & same_answer) | (~now["answered"] & withdraw)
-        add = new[~redundant.to_numpy()]
-        if len(add):
-            write_parquet(path, _conform(pd.concat([store, add], ignore_index=True)))
-        return int(len(add))
+        now = current(store)
+        hit = now[(now["sample_id"] == int(sample_id)) & (now["asked_class"] == int(asked_class))]
+        if hit.empty:
+            given = now[now["sample_id"] == int(sample_id)]
+            listed = ", ".join(
+                f"asked_class {int(c)} ({'label ' + str(int(lab)) if c == LABEL_QUESTION else ('yes' if a else 'no')})"
+                for c, a, lab in zip(given["asked_class"], given["answer"], given["label"]))
+            raise AnswerStoreError(
+                f"the answer store {path} holds no answer to sample {int(sample_id)}, asked_class "
+                f"{int(asked_class)}, so there is nothing to correct. "
+                + (f"Its answered questions: {listed}." if listed else "No question about this sample was answered.")
+                + " `obcp answers list --sample ID` shows them."
+            )
+        return hit.iloc[0], _append_locked(path, store, row)

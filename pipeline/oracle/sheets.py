@@ -29,7 +29,7 @@ import pandas as pd
 
 from pipeline.oracle import answers as store
 from pipeline.core.errors import ObcpError, Waiting
-from pipeline.core.io import write_bytes, write_csv, write_json
+from pipeline.core.io import file_kind, write_bytes, write_csv, write_json
 
 QUESTIONS_CSV = "questions.csv"
 QUESTIONS_DIR = "questions"
@@ -80,7 +80,9 @@ def answers_path(cycle_dir: str | os.PathLike) -> Path:
     return Path(cycle_dir) / ANSWERS_CSV
 
 
-def _upscale(image: np.ndarray, min_size: int) -> bytes:
+def upscale_png(image: np.ndarray, min_size: int) -> bytes:
+    """PNG bytes of `image` ([H, W, 3] uint8) upscaled (nearest neighbour, integer factor) until
+    its shorter side is >= min_size pixels."""
     from PIL import Image
 
     height, width = image.shape[:2]
@@ -156,7 +158,7 @@ def write_question_sheet(
     image_dir.mkdir(parents=True, exist_ok=True)
     rel = [f"{QUESTIONS_DIR}/{int(i)}.png" for i in ids]
     for image, name in zip(images, rel):
-        write_bytes(cycle_dir / name, _upscale(image, min_size))
+        write_bytes(cycle_dir / name, upscale_png(image, min_size))
     keep = {Path(name).name for name in rel}
     for stale in image_dir.glob("*.png"):
         if stale.name not in keep:
@@ -251,7 +253,7 @@ def check_rows(
         where = f"{unit} {place}"
         raw_id = str(raw_id).strip()
         if not _INT_RE.match(raw_id):
-            problems.append(f"{where}: sample_id {raw_id!r} is not an integer")
+            problems.append(f"{where}: sample_id {_quote(raw_id, 40)} is not an integer")
             continue
         sid = int(raw_id)
         seen.setdefault(sid, []).append(str(place))
@@ -263,7 +265,7 @@ def check_rows(
         if value not in choices:
             expected = "yes or no" if class_names is None else \
                 f"a class name or index (0..{len(class_names) - 1})"
-            problems.append(f"{where}: answer {raw_ans!r} for sample_id {sid} is not {expected}")
+            problems.append(f"{where}: answer {_quote(str(raw_ans), 40)} for sample_id {sid} is not {expected}")
         else:
             got[sid] = choices[value]
     for sid, places in sorted(seen.items(), key=lambda kv: kv[1][0]):
@@ -279,6 +281,21 @@ def check_rows(
                 + (f", ... and {more} more" if more > 0 else "")
             )
     return got, problems
+
+
+def not_regular(path: Path, kind: str, labels: bool = False) -> AnswersError:
+    """The error for an answers file that is not a regular file (a symlink, FIFO, socket, device
+    or folder): nothing is opened or read, so no content of whatever it points to is quoted."""
+    return AnswersError(
+        f"{path} is {kind}, not a regular file: the answers must be one regular CSV file with that name, "
+        "nothing was read from it. Replace it with a regular file (or move it away) and rerun. "
+        + _format_help(path, labels)
+    )
+
+
+def _quote(text: str, limit: int = 80) -> str:
+    """`text` for an error message, shortened to `limit` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 def read_answers(
@@ -309,12 +326,10 @@ def read_answers(
     asked = np.asarray(asked_ids).astype(np.int64).ravel()
     if np.unique(asked).size != asked.size:
         raise OracleError("asked_ids repeat a sample_id; each sample is asked at most once per cycle.")
-    if path.is_dir():
-        raise AnswersError(
-            f"{path} is a folder, not a file: the answers must be one CSV file with that name. Move the "
-            "folder away (nothing in it is read or changed). " + _format_help(path, labels)
-        )
-    if not path.is_file():
+    kind = file_kind(path)
+    if kind not in ("a regular file", "missing"):
+        raise not_regular(path, kind, labels)
+    if kind == "missing":
         raise AnswersMissing(
             f"the answers for this cycle are missing: {path} does not exist. The questions "
             f"are in {path.parent / QUESTIONS_CSV} (images under {path.parent / QUESTIONS_DIR}/). "
@@ -342,13 +357,20 @@ def read_answers(
                 absent = [c for c in ("sample_id", "answer") if c not in header]
                 if absent:
                     raise AnswersError(
-                        f"{path} line {line}: the header {row!r} lacks column(s) {absent}. "
+                        f"{path} line {line}: the header {_quote(','.join(row))} lacks column(s) {absent}. "
+                        + _format_help(path, labels)
+                    )
+                twice = sorted({c for c in header if c and header.count(c) > 1})
+                if twice:
+                    raise AnswersError(
+                        f"{path} line {line}: the header names column(s) {twice} more than once; which one "
+                        "holds the answer is ambiguous, so no answer was applied. Keep one column of each name. "
                         + _format_help(path, labels)
                     )
                 i_id, i_ans = header.index("sample_id"), header.index("answer")
                 continue
             if len(row) != len(header):
-                problems.append(f"line {line}: {len(row)} field(s) instead of {len(header)}: {','.join(row)!r}")
+                problems.append(f"line {line}: {len(row)} field(s) instead of {len(header)}: {_quote(','.join(row))}")
                 continue
             rows.append((str(line), row[i_id], row[i_ans]))
     except csv.Error as exc:
@@ -378,8 +400,11 @@ def ingest_answers_csv(
 ) -> int | None:
     """Put a cycle's ``answers.csv`` into the answer store if it changed since it was last read.
 
-    The file is validated against the cycle's question sheet with :func:`read_answers`
-    (an invalid file raises :class:`AnswersError` and nothing is written). Its sha256 is
+    The file is validated with :func:`read_answers` against the cycle's question sheet or,
+    in a finished cycle without one (every question was answered from the store, e.g. after
+    a params change rebuilt it), against the questions it asked (its ``queries.parquet``):
+    an invalid file, or one that is not a regular file (:func:`not_regular`), raises
+    :class:`AnswersError` and nothing is written. Its sha256 is
     then recorded in ``answers.read.json`` beside it, so an unchanged file is not read
     again (and cannot undo a later correction made elsewhere, e.g. on the page).
 
@@ -389,22 +414,28 @@ def ingest_answers_csv(
     """
     cycle_dir = Path(cycle_dir)
     path = answers_path(cycle_dir)
-    if not path.exists() and not path.is_symlink():
+    kind = file_kind(path)
+    if kind == "missing":
         return None
-    if path.is_file():
-        digest = _file_sha256(path)
-        record = cycle_dir / ANSWERS_READ_JSON
-        try:
-            if json.loads(record.read_text()).get("sha256") == digest:
-                return 0
-        except (OSError, ValueError, AttributeError):
-            pass
+    if kind != "a regular file":
+        raise not_regular(path, kind)
+    digest = _file_sha256(path)
+    record = cycle_dir / ANSWERS_READ_JSON
+    try:
+        if json.loads(record.read_text()).get("sha256") == digest:
+            return 0
+    except (OSError, ValueError, AttributeError):
+        pass
     sheet = read_sheet(cycle_dir)
     if sheet is None:
+        sheet = _asked(cycle_dir)
+    if sheet is None:
         raise AnswersError(
-            f"{path} exists but its cycle has no question sheet ({cycle_dir / QUESTIONS_CSV}), so its "
-            "answers cannot be matched to questions. Move the file away and rerun the active stage: it "
-            "writes the sheet of the questions still open; answer those."
+            f"{path} exists but its cycle has no question sheet ({cycle_dir / QUESTIONS_CSV}) and has not "
+            "asked its questions yet, so its answers cannot be matched to questions. Move the file away and "
+            "rerun the active stage: it writes the sheet of the questions still open; answer those. A stored "
+            "answer of any cycle can be corrected with `obcp answers fix SAMPLE --asked CLASS --answer yes|no` "
+            "or on the page (`obcp annotate`)."
         )
     labels = is_label_sheet(sheet["asked_class"])
     got = read_answers(path, sheet["sample_id"].to_numpy(), num_samples=num_samples,
@@ -414,3 +445,15 @@ def ingest_answers_csv(
     added = store.append(store_path, rows)
     write_json(cycle_dir / ANSWERS_READ_JSON, {"sha256": digest, "read_at": store.utc_now(), "rows_added": added})
     return added
+
+
+def _asked(cycle_dir: Path) -> pd.DataFrame | None:
+    """The questions a finished cycle asked (its queries.parquet: sample_id, asked_class), for an
+    answers.csv in a cycle that has no sheet (every answer came from the store); None if absent."""
+    path = cycle_dir / "queries.parquet"
+    if file_kind(path) != "a regular file":
+        return None
+    try:
+        return pd.read_parquet(path, columns=["sample_id", "asked_class"]).astype("int64")
+    except Exception:  # pyarrow raises several unrelated types for a bad file
+        return None

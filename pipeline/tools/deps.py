@@ -151,10 +151,23 @@ def _covered(path: Path, deps: list[str]) -> bool:
     return any(path == Path(d) or Path(d) in path.parents for d in deps)
 
 
+def plugin_stages(root: Path) -> dict[str, bool]:
+    """{stage: whether it runs plugin code (it checks names, so it imports `plugins:`)}."""
+    out = {}
+    for name, stage in dvc_stages(root).items():
+        entries = stage_entries(stage["cmd"])
+        modules = closure(root, entries)
+        scripts = [module_file(root, e) for e in entries if e.startswith("stages.")]
+        out[name] = any(checks_names(root, s, modules) for s in scripts if s is not None)
+    return out
+
+
 def missing_deps(root: Path) -> dict[str, list[str]]:
     """{stage: [files it runs that its deps do not cover]} (empty lists left out)."""
     out = {}
     for name, stage in dvc_stages(root).items():
+        if stage.get("always_changed"):
+            continue  # runs on every `dvc repro` whatever its deps
         deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
         missing = sorted(str(f) for f in stage_files(root, stage["cmd"])
                          if not _covered(f, deps) and not inert(root / f))

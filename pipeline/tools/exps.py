@@ -409,11 +409,14 @@ def print_exps(doc: list, *, include_workspace: bool = True, workspace_status: s
 
 
 def workspace_status(cwd: str | os.PathLike = ".", *, dvc: str = "dvc") -> str:
-    """``workspace`` when ``dvc status`` finds every stage up to date, else ``modified``."""
+    """``workspace`` when ``dvc status`` finds every stage up to date, else ``modified``. A stage
+    listed only as "always changed" (`validate`, which runs on every `dvc repro`) does not count."""
     proc = subprocess.run([dvc, "status", "--json"], cwd=cwd, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, check=False)
     try:
-        clean = proc.returncode == 0 and json.loads(proc.stdout or "{}") == {}
+        changed = json.loads(proc.stdout or "{}")
+        clean = proc.returncode == 0 and isinstance(changed, dict) and \
+            all(why == ["always changed"] for why in changed.values())
     except json.JSONDecodeError:
         clean = False
     return "workspace" if clean else "modified"
