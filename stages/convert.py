@@ -16,9 +16,11 @@ def main(params: Path = Path("params.yaml")) -> None:
         p = load_params(params).dataset
         data_dir = Layout(p.name).data_dir
         io.remove_stale_temps(data_dir)
-        source = get_source(p.name, Path(p.root), download=p.download)
+        source = get_source(p.name, Path(p.root), download=p.download, settings=p)
         summary = convert(source, data_dir, jpeg_quality=p.jpeg_quality)
         print(f"convert: {summary}")
+        for path in getattr(source, "skipped", []):
+            print(f"convert: left out {path} (cannot be decoded; dataset.skip_unreadable is true)")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ def main(
         for name in arm or p.arms:
             doc = run_metrics(p, layout, name, seed, num_classes=num_classes, num_train=num_train)
             io.write_json(layout.metrics(name, seed), doc)
-            print(f"evaluate {name} seed {seed}: final top1 {doc['final']['top1']:.4f} at {doc['final']['bits']} bits")
+            final = doc["final"]
+            top1 = "not measured" if final["top1"] is None else f"{final['top1']:.4f} ({final['top1_source']})"
+            print(f"evaluate {name} seed {seed}: final top1 {top1} at {final['bits']} bits")
 
 
 if __name__ == "__main__":
