@@ -373,6 +373,15 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
     _check_folder(p, problems)
     _check_size(p.budget.initial, "budget.initial", problems, pool)
     _check_size(p.budget.one_bit, "budget.one_bit", problems, None)
+    one_bit = p.budget.one_bit
+    if (not problems and isinstance(p.audit.size, int) and p.query_times >= 1
+            and (pool is not None or isinstance(one_bit, int))):
+        per_cycle = resolve_size(one_bit, pool or 0) // p.query_times
+        if p.audit.size > per_cycle:
+            problems.append(
+                f"audit.size: {p.audit.size} audit questions per cycle exceed the smallest cycle's one-bit budget "
+                f"({per_cycle}); the audit is part of it: lower audit.size or raise budget.one_bit"
+            )
     if pool is not None and not problems:  # derived checks need every value well-typed
         initial = resolve_size(p.budget.initial, pool)
         one_bit = resolve_size(p.budget.one_bit, pool)
@@ -383,11 +392,6 @@ def _validate(p: Params, problems: list[str], pool: int | None) -> None:
             problems.append(
                 f"budget.one_bit: {per_cycle} questions in one cycle exceed the {pool - initial} unlabeled "
                 "samples (a sample is asked at most once per cycle); lower it or raise query_times"
-            )
-        if p.audit.size > one_bit // p.query_times:
-            problems.append(
-                f"audit.size: {p.audit.size} audit questions per cycle exceed the cycle's one-bit budget "
-                f"({one_bit // p.query_times}); the audit is part of it: lower audit.size or raise budget.one_bit"
             )
         if one_bit < p.query_times:
             problems.append(

@@ -219,4 +219,4 @@ def describe(p: LabelPreset, out: Path) -> str:
     audit = f", {p.audit} of them per cycle a random audit that estimates top-1" if p.audit else ""
     skipped = f"; {len(p.skipped)} undecodable image(s) left out" if p.skipped else ""
     return (f"wrote {out}: {p.images} images, {p.classes} classes, arm {ARM!r} (obcp, strategy {STRATEGY}), seed 0; "
-            f"{who} over {p.query_times} cycles{audit} ({p.answers} answers in all){skipped}. Next: `dvc repro`.")
+            f"{who} over {p.query_times} cycle{'s' * (p.query_times != 1)}{audit} ({p.answers} answers in all){skipped}. Next: `dvc repro`.")
