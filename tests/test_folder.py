@@ -77,6 +77,17 @@ def test_fit_square_crops_the_centre_and_resizes(tmp_path):
     wide[:, 10:20] = 255  # the central square is white
     out = fit_square(Image.fromarray(wide), 5)
     assert out.shape == (5, 5, 3) and out[:, 1:4].min() == 255 and out.mean() > 230  # the black sides are gone
+    # a photo stored sideways with an EXIF orientation (6: rotate 90° clockwise) is turned upright
+    import io
+
+    side = np.zeros((4, 8, 3), np.uint8)
+    side[:, :4] = 255  # left half white: upright, the top half is white
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(side).save(buf, "PNG", exif=exif.tobytes())
+    upright = fit_square(Image.open(io.BytesIO(buf.getvalue())), 4)[:, :, 0]
+    assert (upright[:2] == 255).all() and (upright[2:] == 0).all()
 
 
 def test_val_folder_and_initial_labels_csv(tmp_path):

@@ -19,7 +19,8 @@ Reads (:class:`FolderSource`):
   bare file name, and a class column ``label``/``class``, a class name).
 
 Every image is decoded once when the source is built (so a bad file stops everything
-before anything is written), converted to RGB, center-cropped to a square and resized to
+before anything is written), turned upright by its EXIF orientation, converted to RGB,
+center-cropped to a square and resized to
 ``image_size`` (:func:`fit_square`, the same function `obcp predict` uses). Train labels
 are -1 (unknown); ``index.parquet`` also gets the columns ``path`` (relative to ``root``;
 ``val/<rel>`` for the test split of a val folder) and ``initial_label`` (the CSV's class
@@ -48,12 +49,14 @@ CLASS_COLUMNS = ("label", "class")
 
 
 def fit_square(image, size: int) -> np.ndarray:
-    """A PIL image → ``[size, size, 3]`` uint8: RGB, the central square, resized (bilinear).
+    """A PIL image → ``[size, size, 3]`` uint8: turned upright (EXIF orientation), RGB, the
+    central square, resized (bilinear).
 
     The exported model's input contract: `obcp predict` and the documented loader do this."""
     from PIL import Image, ImageOps
 
-    return np.asarray(ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+    upright = ImageOps.exif_transpose(image).convert("RGB")
+    return np.asarray(ImageOps.fit(upright, (size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def read_image(path: Path, size: int) -> np.ndarray:

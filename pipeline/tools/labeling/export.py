@@ -231,7 +231,8 @@ def export(ctx: RunContext, out: Path, *, arm: str | None = None, cycle: int | N
               "with_denied": int((table["denied"] != "").sum())}
     write_json(out / "model.json", {
         "classes": list(ctx.class_names), "image_size": [h, w],
-        "input": f"uint8 tensor [B, {h}, {w}, 3]: RGB images, the central square resized to {h}x{w} (bilinear)",
+        "input": f"uint8 tensor [B, {h}, {w}, 3]: RGB images turned upright (EXIF orientation), the central "
+                 f"square resized to {h}x{w} (bilinear)",
         "output": f"float32 tensor [B, {ctx.num_classes}]: class probabilities, in the order of `classes`",
         "load": "torch.jit.load('model.pt')", "dataset": ctx.params.dataset.name, "arm": arm,
         "method": settings.method, "strategy": settings.strategy, "seed": ctx.seed, "cycle": k,
