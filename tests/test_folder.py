@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 from pipeline.core.config import ParamsError, parse_params
 from pipeline.core.layout import Layout
 from pipeline.data.conversion import convert
-from pipeline.data.errors import DatasetError
 from pipeline.data.folder import FolderSource, fit_square
 from pipeline.data.index import read_classes, read_files, read_index
 from pipeline.data.sources import digits_source
