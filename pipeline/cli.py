@@ -7,6 +7,11 @@
     obcp score | oracle | update | retrain --cycle K --arm A --seed S
     obcp annotate --arm A --seed S      answer the human oracle's questions on a local page
                   [--export label-studio | --import EXPORT.json]
+    obcp preset label --images DIR --classes classes.txt   params for labeling your own images
+    obcp export --out DIR               labels.csv + TorchScript model of a run, after any cycle
+    obcp predict DIR --model EXPORT     label new images with an exported model (CSV)
+    obcp cost                           measured annotation cost: seconds per answer, bits per second
+    obcp demo-images --out DIR          an unlabeled folder of embedded digits to try labeling on
     obcp table1                         the paper's Table 1 bit accounting
     obcp exps                           every arm's final top-1 in every DVC experiment, one table
     obcp sweep PARAM V… ; obcp report   compare DVC experiments (Fig. 6)
@@ -380,7 +385,8 @@ def retrain(cycle: int = CYCLE, arm: str = ARM, seed: int = SEED, params: Path =
 
 @app.command()
 def annotate(
-    arm: str = ARM, seed: int = SEED, params: Path = PARAMS,
+    arm: str | None = typer.Option(None, help="arm name, e.g. obcp; default: the only arm in params.yaml, else obcp"),
+    seed: int = SEED, params: Path = PARAMS,
     host: str = typer.Option("127.0.0.1", help="address the page binds to, e.g. 127.0.0.1 (loopback, the default)"),
     port: int = typer.Option(8765, help="port of the page: 0..65535, e.g. 8765 (0: any free port)"),
     open_browser: bool = typer.Option(True, "--open/--no-open", help="open the page in the default browser"),
@@ -390,6 +396,8 @@ def annotate(
                              "e.g. label-studio"),
     import_file: Path | None = typer.Option(None, "--import", help="a Label Studio JSON export: put its answers "
                                             "into the answer store"),
+    idle: float = typer.Option(30.0, "--idle", help="seconds without a key or mouse move after which the page's "
+                               "timing of an answer stops counting (annotation cost, `obcp cost`)"),
 ) -> None:
     """Answer the human oracle's open questions and correct any stored answer: a local page, or Label Studio.
 
@@ -416,6 +424,7 @@ def annotate(
                        f"{f', {skipped} unanswered task(s) skipped' if skipped else ''}. Rerun `obcp repro` (a changed "
                        "answer replays from the first cycle that used it).")
             return
+        arm = arm or (next(iter(p.arms)) if len(p.arms) == 1 else "obcp")
         p.arm(arm)
         _check_seed(p, [seed])
         if export is not None:
@@ -431,13 +440,15 @@ def annotate(
             return
         sheet = find_sheet(layout, arm, seed, classes)
         page = AnswerPage(sheet, layout.answer_store, class_names=classes, images=StoreImages(layout),
-                          on_complete=typer.echo)
+                          on_complete=typer.echo, idle_seconds=idle)
         server = make_server(page, host, port)
         url = f"http://{host if ':' not in host else f'[{host}]'}:{server.server_address[1]}/"
-        what = (f"cycle {sheet.cycle} ({len(sheet.questions)} questions)" if sheet is not None else
-                "no open question sheet: the answers in the store, to correct")
-        typer.echo(f"answer page for arm {arm}, seed {seed}, {what}: {url}  (Ctrl+C to stop; every answer is "
-                   "saved as given)")
+        if sheet is None:
+            what = f"arm {arm}, seed {seed}, no open question sheet: the answers in the store, to correct"
+        else:
+            who = f"the {sheet.arm}" if sheet.cycle == 0 else f"arm {arm}"
+            what = f"{who}, seed {seed}, cycle {sheet.cycle} ({len(sheet.questions)} questions)"
+        typer.echo(f"answer page for {what}: {url}  (Ctrl+C to stop; every answer is saved as given)")
         if host not in ("127.0.0.1", "localhost", "::1"):
             typer.echo(f"warning: bound to {host}: anyone who can reach it can answer", err=True)
         if open_browser:
@@ -536,11 +547,24 @@ def answers_fix(
 
 @app.command()
 def preset(
-    name: str = typer.Argument(..., help="glyphs | cifar10 | cifar100 | imagenet, e.g. cifar10 "
-                               "(`git checkout params.yaml` restores digits)"),
+    name: str = typer.Argument(..., help="glyphs | cifar10 | cifar100 | imagenet (git checkout params.yaml restores "
+                               "digits) | label (your own images: needs --images and --classes)"),
     out: Path = typer.Option(Path("params.yaml"), help="where to write it, e.g. params.yaml"),
+    images: Path | None = typer.Option(None, help="label: the folder of your images (flat or nested)"),
+    classes: Path | None = typer.Option(None, help="label: classes.txt, one class name a line"),
+    val: Path | None = typer.Option(None, help="label: optional labeled folder val/<class>/ to measure accuracy"),
+    initial_labels: Path | None = typer.Option(None, help="label: optional CSV (path or file name, class) of I^S"),
+    image_size: int = typer.Option(32, help="label: side every image is resized to"),
+    skip_unreadable: bool = typer.Option(False, "--skip-unreadable", help="label: leave out undecodable images"),
+    initial: int | None = typer.Option(None, help="label: |I^S| (default 5 per class)"),
+    questions: int | None = typer.Option(None, help="label: yes/no questions in all (default 10·C·log2 C)"),
+    query_times: int = typer.Option(4, help="label: query cycles"),
+    audit: int | None = typer.Option(None, help="label: random audit questions per cycle (default: a fifth of a "
+                                     "cycle, at most 20, without --val; 0 without)"),
 ) -> None:
-    """Write the paper's settings for a dataset as params.yaml (validated first).
+    """Write the paper's settings for a dataset as params.yaml (validated first), or `label`: your own images.
+
+    `label` writes one arm and one seed with a person answering (docs/labeling.md).
 
     Example: `obcp preset cifar10 --out params.yaml`
     """
@@ -548,6 +572,10 @@ def preset(
 
     from pipeline.core.config import load_params
 
+    if name == "label":
+        return _label_preset(out, images, classes, val=val, initial_labels=initial_labels, image_size=image_size,
+                             skip_unreadable=skip_unreadable, initial=initial, questions=questions,
+                             query_times=query_times, audit=audit)
     with reported():
         presets = Path(__file__).parent / "presets"
         known = sorted(p.stem for p in presets.glob("*.yaml"))
@@ -750,6 +778,109 @@ def study_report(
         path = report.build_report(s, frame, out, root=Path("."),
                                    cells=pd.read_csv(cells_csv) if cells_csv.is_file() else None)
         typer.echo(f"wrote {path}")
+
+
+# --------------------------------------------------------------------------- labeling your own images
+
+
+def _label_preset(out: Path, images: Path | None, classes: Path | None, **options) -> None:
+    from pipeline.tools.labeling.preset import describe, label_preset, write_label_preset
+
+    with reported():
+        if images is None or classes is None:
+            raise ObcpError("`obcp preset label` needs --images DIR (your images) and --classes FILE (classes.txt, "
+                            "one class name a line).")
+        made = label_preset(images, classes, **options)  # checks everything before writing
+        write_label_preset(out, made)
+        typer.echo(describe(made, out))
+
+
+@app.command("export")
+def export_cmd(
+    out: Path = typer.Option(..., help="folder for labels.csv, model.pt (TorchScript) and model.json, e.g. export"),
+    arm: str | None = typer.Option(None, help="arm; default: the only arm in params.yaml"),
+    seed: int | None = typer.Option(None, help="seed; default: the first in params.yaml"),
+    cycle: int | None = typer.Option(None, help="after this cycle (0: stage 1); default: the latest finished"),
+    params: Path = PARAMS,
+) -> None:
+    """Export the labels a run gathered (labels.csv) and its model (TorchScript), after any cycle.
+
+    Example: `obcp export --out export --cycle 2`
+    """
+    from pipeline.core.config import load_params
+    from pipeline.core.context import open_run
+    from pipeline.tools.labeling.export import describe, export
+
+    with reported():
+        ctx = open_run(params, seed if seed is not None else load_params(params).seeds[0])
+        typer.echo(describe(export(ctx, out, arm=arm, cycle=cycle)))
+
+
+@app.command("predict")
+def predict_cmd(
+    folder: Path = typer.Argument(..., help="a folder of new images (searched recursively)"),
+    model: Path = typer.Option(..., help="a folder written by `obcp export`"),
+    out: Path = typer.Option(Path("predictions.csv"), help="the CSV to write"),
+    skip_unreadable: bool = typer.Option(False, "--skip-unreadable", help="leave out undecodable images"),
+) -> None:
+    """Label new images with an exported model: path, predicted class, confidence, per-class probabilities.
+
+    Example: `obcp predict new_images --model export --out predictions.csv`
+    """
+    from pipeline.tools.labeling.predict import write_predictions
+
+    with reported():
+        n, bad = write_predictions(folder, model, out, skip_unreadable=skip_unreadable)
+        for line in bad:
+            typer.echo(f"left out {line}", err=True)
+        typer.echo(f"predicted {n} image(s) under {folder} → {out}")
+
+
+@app.command("cost")
+def cost_cmd(
+    params: Path = PARAMS,
+    out: Path = typer.Option(Path("reports/cost.json"), help="the JSON report (a markdown twin goes beside it)"),
+) -> None:
+    """Measured annotation cost from the answer store: seconds per yes/no and per full label, bits per second.
+
+    Example: `obcp cost --out reports/cost.json`
+    """
+    from pipeline.core.config import load_params
+    from pipeline.core.io import write_json, write_text
+    from pipeline.core.layout import Layout
+    from pipeline.data.index import read_classes
+    from pipeline.oracle import answers
+    from pipeline.reporting.cost import annotation_cost, cost_markdown
+
+    with reported():
+        layout = Layout(load_params(params).dataset.name)
+        store = answers.read(layout.answer_store)
+        if store.empty:
+            raise ObcpError(f"the answer store {layout.answer_store} holds no answers yet; answer questions on "
+                            "`obcp annotate` first.")
+        doc = annotation_cost(store, read_classes(layout.data_dir)["num_classes"])
+        write_json(out, doc, sort_keys=False)
+        text = cost_markdown(doc)
+        write_text(out.with_suffix(".md"), f"# Annotation cost ({layout.answer_store})\n\n{text}")
+        typer.echo(text + f"→ {out}, {out.with_suffix('.md')}")
+
+
+@app.command("demo-images")
+def demo_images(
+    out: Path = typer.Option(..., help="folder to write images/, new/, classes.txt, answer_key.csv into"),
+    count: int = typer.Option(300, help="unlabeled images (embedded digits)"),
+    new: int = typer.Option(20, help="more images for `obcp predict`"),
+) -> None:
+    """An unlabeled folder of embedded digits (labels hidden) to try `obcp preset label` on.
+
+    Example: `obcp demo-images --out demo --count 300`
+    """
+    from pipeline.tools.labeling.demo import write_demo
+
+    with reported():
+        counts = write_demo(out, count=count, new=new)
+        typer.echo(f"wrote {counts['images']} unlabeled images to {out / 'images'}, {counts['new']} to {out / 'new'}, "
+                   f"{out / 'classes.txt'} and {out / 'answer_key.csv'} (the hidden labels)")
 
 
 if __name__ == "__main__":

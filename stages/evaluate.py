@@ -27,7 +27,9 @@ def main(
             doc = run_metrics(p, layout, name, seed, num_classes=num_classes, num_train=num_train)
             io.write_json(layout.metrics(name, seed), doc)
             final = doc["final"]
-            print(f"evaluate seed {seed} {name}: final top-1 {100 * final['top1']:.1f} % after {final['bits']:.1f} bits "
+            top1 = ("not measured" if final["top1"] is None
+                    else f"{100 * final['top1']:.1f} % ({final.get('top1_source', 'test set')})")
+            print(f"evaluate seed {seed} {name}: final top-1 {top1} after {final['bits']:.1f} bits "
                   f"({final['labeled_equiv_pct']:.2f} % labeled-equivalent)")
 
 

@@ -72,7 +72,7 @@ def synthetic_converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Array
 
 
 def test_registry_lists_known_and_rejects_unknown() -> None:
-    assert known_sources() == ["cifar10", "cifar100", "digits", "glyphs", "imagefolder"]
+    assert known_sources() == ["cifar10", "cifar100", "digits", "folder", "glyphs", "imagefolder"]
     with pytest.raises(UnknownDatasetError) as err:
         get_source("mnist", Path("data/raw"))
     message = str(err.value)

@@ -20,7 +20,8 @@ from pipeline.core import plugins as plugin_modules
 from pipeline.core.errors import ObcpError
 from pipeline.core.registry import METHODS, ORACLES, STRATEGIES
 
-DATASETS = ("digits", "glyphs", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "glyphs", "cifar10", "cifar100", "imagefolder", "folder")
+FOLDER_ONLY = ("classes", "val", "initial_labels", "image_size", "skip_unreadable")  # dataset keys that only `folder` reads
 ARCHS = ("smallcnn", "resnet18_cifar", "resnet50", "vgg16")
 WINDOWS = ("since_query", "across_queries")  # Eq. 7 window rules (pipeline/method/schedule.py)
 BACKENDS = ("auto", "gloo", "nccl")
@@ -66,6 +67,12 @@ class DatasetParams:
     download: bool = False  # cifar*: fetch into `root` when missing
     jpeg_quality: int = 90  # large images are stored as JPEG with this quality
     hflip: bool = False  # horizontal flips in augmentation (off for digits)
+    # `folder` (your own unlabeled images under `root`, pipeline/data/folder.py):
+    classes: Union[str, tuple[str, ...]] = ""  # a classes.txt file (one name a line) or a list of names
+    val: str = ""  # optional labeled folder val/<class>/* for measuring accuracy
+    initial_labels: str = ""  # optional CSV (path or file name, class) giving I^S; else the annotator labels it
+    image_size: int = 32  # every image is center-cropped to a square and resized to this side
+    skip_unreadable: bool = False  # leave out images that cannot be decoded (listed) instead of stopping
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,14 @@ class OracleParams:
 
 
 @dataclass(frozen=True)
+class AuditParams:
+    """A random audit set per cycle (pipeline/selection/audit.py): the yes-rate of questions about
+    uniformly drawn candidates estimates top-1 where no labeled test set exists."""
+
+    size: int = 0  # audit questions per cycle, inside the cycle's one-bit budget (0: none)
+
+
+@dataclass(frozen=True)
 class DdpParams:
     nproc: int = 1  # processes per training stage (torchrun when > 1)
     backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | gloo | nccl
@@ -165,6 +180,7 @@ class Params:
     selection: SelectionParams = field(default_factory=SelectionParams)
     onebit: OnebitParams = field(default_factory=OnebitParams)
     oracle: OracleParams = field(default_factory=OracleParams)
+    audit: AuditParams = field(default_factory=AuditParams)
     ddp: DdpParams = field(default_factory=DdpParams)
     seeds: tuple[int, ...] = (0,)  # init_pool … evaluate run once per seed; results: mean ± std over seeds
     plugins: tuple[str, ...] = ()  # the project's own strategies/methods/oracles (pipeline/core/plugins.py)
@@ -236,6 +252,14 @@ def _build(cls: type, raw: Any, path: str, problems: list[str]) -> Any:
                 problems.append(f"{sub}: expected a non-empty list of integers, got {value!r}")
             else:
                 kwargs[f.name] = tuple(_coerce(v, int, f"{sub}[{i}]", problems) for i, v in enumerate(value))
+        elif f.name == "classes" and cls is DatasetParams:
+            if isinstance(value, str):
+                kwargs[f.name] = value
+            elif isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
+                kwargs[f.name] = tuple(v.strip() for v in value)
+            else:
+                problems.append(f"{sub}: expected a classes.txt path or a non-empty list of class names, "
+                                f"got {value!r}")
         elif f.name == "plugins":
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 problems.append(f"{sub}: expected a list of Python files or module names, got {value!r}")
@@ -270,6 +294,31 @@ def _check_size(value: Any, path: str, problems: list[str], pool: int | None) ->
         problems.append(f"{path}: a count must be ≥ 1, got {value}")
     elif pool is not None and value > pool:
         problems.append(f"{path}: {value} is larger than the train pool ({pool} samples)")
+
+
+def _check_folder(p: Params, problems: list[str]) -> None:
+    """`dataset.name: folder` needs its class names and has no ground truth for the train images."""
+    d = p.dataset
+    if d.name != "folder":
+        set_ = [k for k in FOLDER_ONLY if getattr(d, k) != getattr(DatasetParams(), k)]
+        if set_:
+            problems.append(f"dataset: {', '.join(set_)} only apply to dataset.name: folder (this is {d.name!r}); "
+                            "remove them")
+        return
+    if d.classes == "":
+        problems.append("dataset.classes: dataset folder needs the class names: a classes.txt path "
+                        "(one name a line) or a list of names")
+    elif isinstance(d.classes, tuple):
+        dup = sorted({c for c in d.classes if d.classes.count(c) > 1})
+        if dup:
+            problems.append(f"dataset.classes: duplicate class names {dup}; each class once")
+        elif len(d.classes) < 2:
+            problems.append(f"dataset.classes: at least 2 classes are needed, got {list(d.classes)}")
+    if isinstance(d.image_size, int) and not isinstance(d.image_size, bool) and not 4 <= d.image_size <= 1024:
+        problems.append(f"dataset.image_size: must lie in [4, 1024] pixels, got {d.image_size}")
+    if p.oracle.kind == "simulated":
+        problems.append("oracle.kind: the simulated oracle answers from ground-truth labels, and the images of "
+                        "dataset folder have none; use oracle.kind: human (a person answers on `obcp annotate`)")
 
 
 def resolve_size(value: int | float, pool: int) -> int:
@@ -311,6 +360,7 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
         "contrastive.hard_negatives": p.contrastive.hard_negatives,
         "onebit.consistency": p.onebit.consistency,
         "onebit.rampup_epochs": p.onebit.rampup_epochs,
+        "audit.size": p.audit.size,
     }.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
             problems.append(f"{path}: must be ≥ 0, got {v}")
@@ -340,8 +390,18 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
             _check_choice(arm.strategy, STRATEGIES.names(), f"arms.{name}.strategy", problems)
     if len(set(p.seeds)) != len(p.seeds):
         problems.append(f"seeds: duplicates in {list(p.seeds)}")
+    _check_folder(p, problems)
     _check_size(p.budget.initial, "budget.initial", problems, pool)
     _check_size(p.budget.one_bit, "budget.one_bit", problems, None)
+    one_bit = p.budget.one_bit
+    if (not problems and isinstance(p.audit.size, int) and p.query_times >= 1
+            and (pool is not None or isinstance(one_bit, int))):
+        per_cycle = resolve_size(one_bit, pool or 0) // p.query_times
+        if p.audit.size > per_cycle:
+            problems.append(
+                f"audit.size: {p.audit.size} audit questions per cycle exceed the smallest cycle's one-bit budget "
+                f"({per_cycle}); the audit is part of it: lower audit.size or raise budget.one_bit"
+            )
     if pool is not None and not problems:  # derived checks need every value well-typed
         initial = resolve_size(p.budget.initial, pool)
         one_bit = resolve_size(p.budget.one_bit, pool)

@@ -29,6 +29,16 @@ class Layout:
     def initial_pool(self, seed: int) -> Path:
         return self.seed_dir(seed) / "cycle_000" / "pool.parquet"
 
+    def initial_sheet_dir(self, seed: int) -> Path:
+        """The question sheet of I^S when a person labels it (dataset folder without an
+        initial-labels CSV): outside every DVC output, so that its `answers.csv` survives reruns."""
+        return self.seed_dir(seed) / "initial"
+
+    @property
+    def answer_store_images(self) -> Path:
+        """Which image folder the answer store's sample ids refer to (dataset folder)."""
+        return self.answers_dir / f"{self.dataset}.images.json"
+
     def stage1_dir(self, seed: int) -> Path:
         return self.seed_dir(seed) / "stage1"
 

@@ -6,10 +6,12 @@
   are stored raw (exact pixels) when the largest side of the dataset is at most
   ``raw_max_side``, otherwise as JPEG (``jpeg_quality``), downscaled so that their
   longest side is at most ``max_resolution``;
-- ``index.parquet``: ``sample_id`` (int64), ``label`` (int64), ``split`` (str), one row
-  per sample, train rows first;
+- ``index.parquet``: ``sample_id`` (int64), ``label`` (int64, -1 where unknown), ``split``
+  (str), one row per sample, train rows first; plus the source's ``extra_columns`` (the
+  ``folder`` dataset's ``path`` and ``initial_label``);
 - ``classes.json``: ``classes``, ``num_classes``, ``image_shape`` (``[H, W, 3]`` as
-  stored, ``null`` for variable sizes), ``dataset``, ``storage``, ``mean``, ``std``.
+  stored, ``null`` for variable sizes), ``dataset``, ``storage``, ``mean``, ``std``, plus
+  the source's ``facts``.
 
 ``sample_id`` is the row of the sample in its split (stable across conversions).
 """
@@ -94,7 +96,7 @@ def convert(
         counts[split] = len(samples)
         labels = np.asarray(source.labels(split), dtype=np.int64)
         frames.append(pd.DataFrame({"sample_id": np.arange(len(samples), dtype=np.int64), "label": labels,
-                                    "split": split}))
+                                    "split": split, **source.extra_columns(split)}))
     index = pd.concat(frames, ignore_index=True)
     write_parquet(out_dir / INDEX_FILE, index)
     write_json(out_dir / CLASSES_FILE, {
@@ -105,6 +107,7 @@ def convert(
         "storage": storage,
         "mean": list(source.mean),
         "std": list(source.std),
+        **source.facts(),
     })
     seconds = time.perf_counter() - started
     total = sum(counts.values())

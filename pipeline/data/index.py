@@ -68,3 +68,20 @@ def read_classes(out_dir: Path | str) -> dict[str, Any]:
             "Delete it and run `dvc repro convert` again."
         )
     return info
+
+
+def read_files(out_dir: Path | str) -> pd.DataFrame:
+    """The ``folder`` dataset's file columns of ``index.parquet``: DataFrame[split, sample_id,
+    path, initial_label] (one row per sample, train rows first)."""
+    path = Path(out_dir) / INDEX_FILE
+    frame = read_index(out_dir)  # validated first
+    extra = pd.read_parquet(path, columns=None)
+    missing = [c for c in ("path", "initial_label") if c not in extra.columns]
+    if missing:
+        raise CorruptArtifactError(
+            f"{path} has no {missing} column(s): it is not the index of a `folder` dataset (dataset.name: folder). "
+            "Run `dvc repro convert` after setting dataset.name: folder."
+        )
+    return pd.DataFrame({"split": frame["split"], "sample_id": frame["sample_id"],
+                         "path": extra["path"].astype(str).to_numpy(),
+                         "initial_label": extra["initial_label"].astype("int64").to_numpy()})

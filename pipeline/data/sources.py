@@ -16,6 +16,8 @@ Registered names (see :func:`get_source`):
   ``download=True``).
 - ``imagefolder``: ``root/train/<class>/*`` and ``root/val/<class>/*`` (ImageNet
   layout); ``val`` is exposed as ``test``. Classes and files are sorted by name.
+- ``folder``: your own images under ``root`` whose labels are unknown (label -1), with the
+  class names from params (:mod:`pipeline.data.folder`).
 """
 from __future__ import annotations
 
@@ -54,7 +56,8 @@ class Source(abc.ABC):
 
     @abc.abstractmethod
     def labels(self, split: str) -> np.ndarray:
-        """All labels of ``split`` in sample_id order: ``[N]`` int64 (no image is read)."""
+        """All labels of ``split`` in sample_id order: ``[N]`` int64 (no image is read); -1 where
+        the label is not known (the ``folder`` dataset's train split)."""
 
     @property
     @abc.abstractmethod
@@ -78,6 +81,14 @@ class Source(abc.ABC):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def extra_columns(self, split: str) -> dict[str, np.ndarray]:
+        """More ``index.parquet`` columns of ``split`` ([N] arrays in sample_id order); none by default."""
+        return {}
+
+    def facts(self) -> dict:
+        """More ``classes.json`` keys; none by default."""
+        return {}
 
     def iter_images(self, split: str) -> Iterator[tuple[np.ndarray, int]]:
         """Yield every ``([H, W, 3] uint8, label)`` of ``split`` in sample_id order."""
@@ -374,14 +385,21 @@ def _glyphs() -> ArraySource:
     return glyphs_source()
 
 
-SourceFactory = Callable[[Path, bool], Source]
+def _folder(root: Path, settings) -> Source:
+    from pipeline.data.folder import folder_source
+
+    return folder_source(root, settings)
+
+
+SourceFactory = Callable[[Path, bool, object], Source]  # (root, download, params' `dataset` block or None)
 
 _REGISTRY: dict[str, SourceFactory] = {
-    "digits": lambda root, download: digits_source(),
-    "glyphs": lambda root, download: _glyphs(),
-    "cifar10": lambda root, download: cifar_source("cifar10", root, download=download),
-    "cifar100": lambda root, download: cifar_source("cifar100", root, download=download),
-    "imagefolder": lambda root, download: ImageFolderSource(root),
+    "digits": lambda root, download, settings: digits_source(),
+    "glyphs": lambda root, download, settings: _glyphs(),
+    "cifar10": lambda root, download, settings: cifar_source("cifar10", root, download=download),
+    "cifar100": lambda root, download, settings: cifar_source("cifar100", root, download=download),
+    "imagefolder": lambda root, download, settings: ImageFolderSource(root),
+    "folder": lambda root, download, settings: _folder(root, settings),
 }
 
 
@@ -390,8 +408,9 @@ def known_sources() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_source(name: str, root: Path | str | os.PathLike, *, download: bool = False) -> Source:
-    """Build the source ``name`` reading from ``root`` (ignored by ``digits``)."""
+def get_source(name: str, root: Path | str | os.PathLike, *, download: bool = False, settings=None) -> Source:
+    """Build the source ``name`` reading from ``root`` (ignored by ``digits``); ``settings``: params'
+    ``dataset`` block (`pipeline.core.config.DatasetParams`), which ``folder`` needs."""
     try:
         factory = _REGISTRY[name]
     except KeyError:
@@ -399,4 +418,4 @@ def get_source(name: str, root: Path | str | os.PathLike, *, download: bool = Fa
             f"Unknown dataset {name!r}. Known datasets: {', '.join(known_sources())}. "
             "Fix `dataset.name` in params.yaml."
         ) from None
-    return factory(Path(root), download)
+    return factory(Path(root), download, settings)

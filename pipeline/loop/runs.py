@@ -58,7 +58,14 @@ def fresh_state(ctx: RunContext) -> TrainState:
     )
 
 
-def evaluate_model(ctx: RunContext, model: ObCP) -> dict[str, float]:
-    """Test-split accuracy of `model` (recorded next to every checkpoint when it is written)."""
+NO_TEST_LABELS = ("no labeled test split (dataset folder without dataset.val): top-1 is not measured here; "
+                  "the random audit questions estimate it (pipeline/selection/audit.py)")
+
+
+def evaluate_model(ctx: RunContext, model: ObCP) -> dict[str, float | str | None]:
+    """Test-split accuracy of `model` (recorded next to every checkpoint when it is written);
+    ``{"top1": None, "note": …}`` when the test split has no labels (never a made-up number)."""
+    if (ctx.test_labels < 0).any():
+        return {"top1": None, "note": NO_TEST_LABELS}
     return test_accuracy(model, ctx.layout.beton("test"), ctx.test_labels, device=ctx.device,
                          num_workers=ctx.params.train.num_workers)

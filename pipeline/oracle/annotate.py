@@ -14,6 +14,17 @@ cycle asked it and whether or not that cycle still has a sheet, newest first and
 by sample id; each can be corrected there (pipeline.oracle.corrections; a new row, the old
 one stays as history). Without an open sheet the page shows only that list.
 
+The page also measures the annotation cost: each answer carries the seconds the person
+spent on it, from the question shown to the key pressed (or button clicked). Gaps between
+two signs of activity (a key, the mouse, focus) longer than the idle threshold
+(``--idle``, 30 s by default) count as the threshold only, and time with the page hidden
+(another tab, a minimised window) does not count. The seconds go into the answer store's
+``seconds`` column; `obcp cost` reports them.
+
+Besides a cycle's sheet, the page serves the sheet of the initial labeled set I^S when a
+person labels it (``data/runs/seed<S>/initial/``, pipeline.oracle.initial) and its pool is
+not written yet.
+
 The server is the standard library's: it binds 127.0.0.1 by default and serves only the
 page, its state, the store list and answers (JSON), and the images of the sheet's questions
 and of answered samples; requests naming another host or coming from another origin are
@@ -44,6 +55,10 @@ READ_TIMEOUT = 10.0  # seconds a request may take to arrive (request line, heade
 STORE_ROWS = 100  # rows of the store list shown without a search
 
 
+IDLE_SECONDS = 30.0  # default idle threshold of the page's timing
+MAX_SECONDS = 86_400.0  # a longer time per answer is not a measurement
+
+
 class AnnotateError(ObcpError):
     """No open question sheet to annotate, or a bad request to the answer page."""
 
@@ -60,7 +75,9 @@ class Sheet:
 
     @property
     def cycle(self) -> int:
-        return int(self.cycle_dir.name.split("_")[1])
+        """The query cycle; 0 for the sheet of the initial labels."""
+        name = self.cycle_dir.name
+        return int(name.split("_")[1]) if name.startswith("cycle_") else 0
 
     @property
     def labels(self) -> bool:
@@ -74,8 +91,23 @@ class Sheet:
         return self.cycle_dir / sheets.QUESTIONS_DIR / f"{int(sample_id)}.png"
 
 
+INITIAL = "initial labels"  # the Sheet.arm of the initial labels' sheet
+
+
+def open_initial_sheet(layout: Layout, seed: int, class_names: Sequence[str]) -> Sheet | None:
+    """The sheet of the initial labels of `seed` while its pool waits for them, else None."""
+    folder = layout.initial_sheet_dir(seed)
+    if not (folder / sheets.QUESTIONS_CSV).is_file() or layout.initial_pool(seed).exists():
+        return None
+    return Sheet(folder, sheets.read_sheet(folder), tuple(class_names), INITIAL, seed)
+
+
 def find_sheet(layout: Layout, arm: str, seed: int, class_names: Sequence[str]) -> Sheet | None:
-    """The latest question sheet of `arm` and `seed` whose cycle is not finished, or None."""
+    """The open sheet of `seed`: the initial labels' while they are awaited, else the latest
+    question sheet of `arm` whose cycle is not finished, or None."""
+    initial = open_initial_sheet(layout, seed, class_names)
+    if initial is not None:
+        return initial
     arm_dir = layout.arm_dir(seed, arm)
     cycles = sorted(arm_dir.glob("cycle_*")) if arm_dir.is_dir() else []
     waiting = [d for d in cycles if (d / sheets.QUESTIONS_CSV).is_file() and not (d / "manifest.json").exists()]
@@ -158,14 +190,18 @@ class AnswerPage:
 
     def __init__(self, sheet: Sheet | None, store: Path, *, class_names: Sequence[str] | None = None,
                  images: Callable[[int], bytes | None] | None = None,
-                 on_complete: Callable[[str], None] | None = None):
+                 on_complete: Callable[[str], None] | None = None,
+                 idle_seconds: float = IDLE_SECONDS):
         if sheet is None and class_names is None:
             raise ValueError("an AnswerPage without a sheet needs class_names")
+        if not (isinstance(idle_seconds, (int, float)) and 1 <= idle_seconds <= 3600):
+            raise AnnotateError(f"the idle threshold must lie in [1, 3600] seconds, got {idle_seconds!r}")
         self.sheet = sheet
         self.class_names = tuple(class_names) if class_names is not None else sheet.class_names
         self.store = Path(store)
         self.images = images
         self.on_complete = on_complete
+        self.idle_seconds = float(idle_seconds)
         self._lock = threading.Lock()
         self._announced = False
 
@@ -206,10 +242,15 @@ class AnswerPage:
             "labels": self.sheet.labels, "classes": list(self.sheet.class_names),
             "sheet": str(self.sheet.cycle_dir / sheets.QUESTIONS_CSV), "store": str(self.store),
             "questions": items, "answered": done, "total": len(items), "complete": complete, "message": message,
+            "idle_seconds": self.idle_seconds,
         }
 
-    def answer(self, sample_id, value) -> dict:
-        """Record one answer (validated like a line of answers.csv); returns the new state."""
+    def answer(self, sample_id, value, seconds=None) -> dict:
+        """Record one answer (validated like a line of answers.csv) and the seconds the person
+        spent on it (None: not measured); returns the new state."""
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                    or not 0 <= seconds <= MAX_SECONDS):
+            raise AnnotateError(f"seconds must be a number in [0, {MAX_SECONDS}] or absent, got {seconds!r}")
         if self.sheet is None:
             raise AnnotateError("no question sheet is open; correct a stored answer with /fix")
         q = self.sheet.questions
@@ -222,9 +263,9 @@ class AnswerPage:
         sid = next(iter(got))
         asked = int(q.loc[q["sample_id"] == sid, "asked_class"].iloc[0])
         if self.sheet.labels:
-            row = answers.rows([sid], [asked], source="page", label=[got[sid]])
+            row = answers.rows([sid], [asked], source="page", label=[got[sid]], seconds=[seconds])
         else:
-            row = answers.rows([sid], [asked], source="page", answer=[got[sid]])
+            row = answers.rows([sid], [asked], source="page", answer=[got[sid]], seconds=[seconds])
         with self._lock:
             answers.append(self.store, row)
         return self.state()
@@ -373,7 +414,8 @@ def make_server(page: AnswerPage, host: str = "127.0.0.1", port: int = 0, *,
             try:
                 body = self._body()
                 if self.path == "/answer":
-                    return self._json(HTTPStatus.OK, page.answer(body.get("sample_id"), body.get("answer")))
+                    return self._json(HTTPStatus.OK, page.answer(body.get("sample_id"), body.get("answer"),
+                                                                 body.get("seconds")))
                 if self.path == "/undo":
                     return self._json(HTTPStatus.OK, page.undo())
                 return self._json(HTTPStatus.OK, page.fix(body.get("sample_id"), body.get("asked_class"),
@@ -440,7 +482,7 @@ aside h2{font-size:17px;margin:0 0 8px}
   <ul id="store"></ul>
 </section>
 <script>
-let S = null, cur = null;
+let S = null, cur = null, timer = null;
 const $ = id => document.getElementById(id);
 function el(tag, cls, text) { const e = document.createElement(tag); e.className = cls; e.textContent = text; return e; }
 async function load() { const r = await fetch('state'); S = await r.json(); render(); loadStore(); }
@@ -492,8 +534,20 @@ function choices() {
   if (!S.labels) return [['yes', 'y', 'yes'], ['no', 'n', 'no']];
   return S.classes.map((c, i) => [c, i < 10 ? String(i) : '', '']);
 }
+// annotation cost: active seconds from the question shown to the answer; a gap between two signs
+// of activity counts at most idle_seconds, time with the page hidden not at all
+const idle = () => 1000 * (S && S.idle_seconds ? S.idle_seconds : 30);
+function tick() { if (!timer || timer.paused) return; const now = performance.now();
+  timer.active += Math.min(now - timer.last, idle()); timer.last = now; }
+for (const ev of ['keydown', 'mousemove', 'mousedown', 'wheel', 'touchstart', 'focus'])
+  window.addEventListener(ev, tick, {capture: true, passive: true});
+document.addEventListener('visibilitychange', () => {
+  if (!timer) return;
+  if (document.hidden) { tick(); timer.paused = true; } else { timer.paused = false; timer.last = performance.now(); }
+});
 function answer(value) { if (cur === null) return; const sid = S.questions[cur].sample_id;
-  post('answer', {sample_id: sid, answer: value}).then(j => { if (j) { cur = null; render(); } }); }
+  tick(); const seconds = timer && timer.sid === sid ? Math.round(timer.active) / 1000 : null;
+  post('answer', {sample_id: sid, answer: value, seconds: seconds}).then(j => { if (j) { cur = null; render(); } }); }
 function undo() {
   post('undo').then(j => { if (j) { cur = S.questions.findIndex(q => q.sample_id === j.undone); render(); } });
 }
@@ -522,8 +576,10 @@ function render() {
   $('done').style.display = S.complete && cur === null ? 'block' : 'none';
   $('done').textContent = S.message;
   $('ask').style.display = cur === null ? 'none' : 'block';
-  if (cur === null) return;
+  if (cur === null) { timer = null; return; }
   const q = qs[cur];
+  if (!timer || timer.sid !== q.sample_id)
+    timer = {sid: q.sample_id, active: 0, last: performance.now(), paused: document.hidden};
   $('img').src = `img/${q.sample_id}.png`;
   $('question').textContent = q.question + (q.answer !== null ? ` (now: ${q.answer})` : '');
   $('buttons').innerHTML = '';

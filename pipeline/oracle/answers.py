@@ -20,6 +20,10 @@ label         int64    the class given to a full-label question; -1 otherwise
 answered_at   str      UTC ISO-8601 time the row was recorded
 source        str      where it came from: ``answers.csv <cycle folder>``, ``page``,
                        ``page undo``, ``label-studio <file>``
+seconds       float64  the person's time on this answer: on the page from the question
+                       shown to the key pressed, idle gaps cut to a threshold
+                       (pipeline.oracle.annotate); Label Studio's ``lead_time``; NaN when
+                       unknown (``answers.csv``, withdrawals, stores written before it)
 ============  =======  ==============================================================
 
 The current answer to a question (sample_id, asked_class) is its last row. A correction is
@@ -53,7 +57,9 @@ COLUMN_DTYPES: dict[str, str] = {
     "label": "int64",
     "answered_at": "str",
     "source": "str",
+    "seconds": "float64",
 }
+OPTIONAL: dict[str, object] = {"seconds": np.nan}  # columns a store written before them lacks (filled)
 COLUMNS: tuple[str, ...] = tuple(COLUMN_DTYPES)
 KEY = ["sample_id", "asked_class"]
 from pipeline.method.methods import LABEL_QUESTION  # noqa: E402,F401  (asked_class of a full-label question)
@@ -68,6 +74,7 @@ def utc_now() -> str:
 
 
 def _conform(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.assign(**{c: v for c, v in OPTIONAL.items() if c not in frame.columns})
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise AnswerStoreError(f"answer rows lack column(s) {missing}; expected {list(COLUMNS)}.")
@@ -120,15 +127,18 @@ def digest(answers: pd.DataFrame) -> str:
     return hashlib.sha256(repr(rows).encode()).hexdigest()
 
 
-def rows(sample_id, asked_class, *, source: str, answer=None, label=None) -> pd.DataFrame:
-    """New store rows for arrays of questions: one-bit ``answer`` (bool) or full ``label`` (int)."""
+def rows(sample_id, asked_class, *, source: str, answer=None, label=None, seconds=None) -> pd.DataFrame:
+    """New store rows for arrays of questions: one-bit ``answer`` (bool) or full ``label`` (int);
+    ``seconds`` [n] the person's time per answer (NaN or None where unknown)."""
     ids = np.asarray(sample_id, dtype=np.int64).ravel()
     n = ids.size
     asked = np.broadcast_to(np.asarray(asked_class, dtype=np.int64), (n,))
     ans = pd.array([pd.NA] * n if answer is None else np.asarray(answer, dtype=bool), dtype="boolean")
     lab = np.full(n, -1, np.int64) if label is None else np.asarray(label, dtype=np.int64).ravel()
+    sec = np.full(n, np.nan) if seconds is None else np.asarray(
+        [np.nan if s is None else float(s) for s in np.asarray(seconds, dtype=object).ravel()], dtype=np.float64)
     return _conform(pd.DataFrame({"sample_id": ids, "asked_class": asked, "answer": ans, "label": lab,
-                                  "answered_at": [utc_now()] * n, "source": [source] * n}))
+                                  "answered_at": [utc_now()] * n, "source": [source] * n, "seconds": sec}))
 
 
 def withdrawal(sample_id: int, asked_class: int, source: str = "page undo") -> pd.DataFrame:

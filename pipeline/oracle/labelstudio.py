@@ -16,7 +16,9 @@ Import (`obcp annotate --import EXPORT.json`) reads Label Studio's JSON export (
 tasks, each with ``data`` and ``annotations``; each annotation has ``result`` items
 ``{"from_name": "answer", "type": "choices", "value": {"choices": [...]}}`` and
 ``was_cancelled``). A task's answer is its most recent annotation that was not cancelled
-(by ``updated_at``); tasks without one are skipped, still open. Every answer goes through
+(by ``updated_at``); tasks without one are skipped, still open. The annotation's
+``lead_time`` (Label Studio's seconds spent on it) goes into the answer store's ``seconds``
+column (`obcp cost`); it is NaN when absent or not a number ≥ 0. Every answer goes through
 `sheets.check_rows`, the validation of an ``answers.csv``; one bad task rejects the whole
 file with every problem listed, and nothing is written.
 """
@@ -92,6 +94,14 @@ def _latest(annotations: list) -> dict | None:
     return max(kept, key=lambda t: t[:2])[2] if kept else None
 
 
+def _lead_time(annotation: dict) -> float | None:
+    """Label Studio's seconds on an annotation (``lead_time``), None when absent or not ≥ 0."""
+    value = annotation.get("lead_time")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86_400:
+        return None
+    return float(value)
+
+
 def _choice(annotation: dict) -> tuple[str | None, str | None]:
     """(the chosen answer, None) or (None, what is wrong)."""
     items = [r for r in annotation.get("result") or [] if isinstance(r, dict)
@@ -119,6 +129,7 @@ def read_export(path: Path, *, dataset: str, num_samples: int, class_names: Sequ
         raise sheets.AnswersError(f"{path} is not a Label Studio JSON export (a list of tasks). {help_}")
     problems: list[str] = []
     groups: dict[int, list[tuple[str, str, str]]] = {}
+    lead: dict[tuple[int, int], float | None] = {}  # (asked_class, sample_id) → lead_time
     skipped = 0
     for i, task in enumerate(tasks):
         place = str(task.get("id", i + 1)) if isinstance(task, dict) else str(i + 1)
@@ -143,6 +154,10 @@ def read_export(path: Path, *, dataset: str, num_samples: int, class_names: Sequ
             problems.append(f"task {place}: {wrong}")
             continue
         groups.setdefault(asked, []).append((place, str(data["sample_id"]), choice))
+        try:
+            lead[(asked, int(str(data["sample_id"]).strip()))] = _lead_time(annotation)
+        except ValueError:
+            pass  # check_rows reports the bad sample_id
     frames = []
     for asked, rows in sorted(groups.items()):
         labels = asked == answers.LABEL_QUESTION
@@ -152,6 +167,7 @@ def read_export(path: Path, *, dataset: str, num_samples: int, class_names: Sequ
         ids = list(got)
         values = [got[s] for s in ids]
         frames.append(answers.rows(ids, [asked] * len(ids), source=f"label-studio {path.name}",
+                                   seconds=[lead.get((asked, int(s))) for s in ids],
                                    **({"label": values} if labels else {"answer": values})))
     if problems:
         raise sheets.AnswersError(f"{path} has {len(problems)} problem(s); no answer was applied: "

@@ -72,6 +72,13 @@ def simulated_answers(queries: pd.DataFrame, true_labels: np.ndarray) -> np.ndar
             f"sample_id {ids[outside][:10].tolist()} outside 0..{true_labels.size - 1}; the "
             "queries do not belong to this train split."
         )
+    unknown = true_labels[ids] < 0
+    if unknown.any():
+        raise OracleError(
+            f"the simulated oracle answers from ground-truth labels, and sample_id {ids[unknown][:10].tolist()} "
+            "has none (label -1: a dataset of unlabeled images). Use `oracle.kind: human` in params.yaml: a "
+            "person answers on `obcp annotate`."
+        )
     return true_labels[ids].astype(np.int64) == queries["asked_class"].to_numpy().astype(np.int64)
 
 

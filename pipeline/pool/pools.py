@@ -148,6 +148,30 @@ def initial_pool(
     )
 
 
+def labeled_pool(num_samples: int, sample_ids: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """The cycle-0 pool whose initial set I^S is `sample_ids` [n] with known `labels` [n]
+    (given by a person or an initial-labels CSV; the rest unlabeled)."""
+    ids = np.asarray(sample_ids, dtype=np.int64).ravel()
+    labels = np.asarray(labels, dtype=np.int64).ravel()
+    if ids.shape != labels.shape or ids.size == 0:
+        raise PoolError(f"labeled_pool: {ids.size} sample ids and {labels.size} labels; give one label per sample.")
+    if (labels < 0).any() or (ids < 0).any() or (ids >= num_samples).any():
+        raise PoolError(f"labeled_pool: sample ids must lie in 0..{num_samples - 1} and labels be >= 0.")
+    _check_unique(ids, "labeled_pool")
+    label = np.full(num_samples, -1, dtype=np.int64)
+    label[ids] = labels
+    known = label >= 0
+    return pd.DataFrame(
+        {
+            "sample_id": np.arange(num_samples, dtype=np.int64),
+            "status": np.where(known, "initial", "unlabeled"),
+            "label": label,
+            "negatives": [[] for _ in range(num_samples)],
+            "labeled_cycle": np.where(known, 0, -1).astype(np.int64),
+        }
+    )
+
+
 # ---------------------------------------------------------------------------
 # Invariants
 # ---------------------------------------------------------------------------

@@ -565,7 +565,8 @@ def write_report(results: pd.DataFrame, arms: Mapping[str, ArmParams], ledgers: 
                     "questions answered *yes*. All cycles and seeds."),
     ]
     summary = res.final_summary(results)
-    sections = [
+    note = res.top1_note(results)
+    sections = ([("How top-1 was measured", note)] if note else []) + [
         ("Final accuracy per arm", res.summary_markdown(summary)
          + "\nMean ± std (ddof=1) over seeds of the last cycle's test top-1. All points: "
            "[results.csv](results.csv)."),

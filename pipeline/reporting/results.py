@@ -15,8 +15,11 @@ strategy           str      selection strategy
 cycle              int64    query cycle, 0 = stage-1 checkpoint
 bits               float64  bits of supervision spent so far (|labeled|·log2 C + questions)
 labeled_equiv_pct  float64  bits / log2 C / num_train · 100, in percent of the train set
-top1               float64  test top-1 accuracy, a fraction in [0, 1]
+top1               float64  test top-1 accuracy, a fraction in [0, 1]; NaN when not measured
 top5               float64  test top-5 accuracy (only when some metrics file has it)
+top1_source        str      only when some top-1 is not a test-split measurement: ``test``,
+                            ``audit`` (estimated from random yes/no questions,
+                            pipeline/selection/audit.py) or empty (not measured)
 yes                Int64    *yes* answers in this cycle (<NA> when not reported)
 asked              Int64    one-bit questions asked in this cycle (<NA> when not reported)
 yes_in_sup …       bool     paper Table 4's four switches of the arm (from params.yaml)
@@ -149,7 +152,8 @@ def collect(metrics_dir: str | os.PathLike, arms: Mapping[str, ArmParams], seeds
                     "cycle": int(point["cycle"]),
                     "bits": float(point["bits"]),
                     "labeled_equiv_pct": float(point["labeled_equiv_pct"]),
-                    "top1": float(point["top1"]),
+                    "top1": _float(point["top1"]),
+                    "top1_source": point.get("top1_source", "test") or "",
                     "yes": point.get("yes"),
                     "asked": point.get("asked"),
                 }
@@ -173,8 +177,10 @@ def from_rows(rows: list[dict]) -> pd.DataFrame:
     Canonical columns and dtypes; sorted by arm (first-appearance order), seed and cycle. ``top5`` is kept when any row has it.
     """
     has_top5 = any("top5" in r for r in rows)
+    has_source = any(r.get("top1_source", "test") != "test" for r in rows)
     quality = [f"selection.{q}" for q in QUALITY]
-    columns = list(BASE_COLUMNS) + (["top5"] if has_top5 else []) + ["yes", "asked", *SWITCHES, *quality]
+    columns = (list(BASE_COLUMNS) + (["top5"] if has_top5 else []) + (["top1_source"] if has_source else [])
+               + ["yes", "asked", *SWITCHES, *quality])
     first = {arm: i for i, arm in enumerate(dict.fromkeys(r["arm"] for r in rows))}
     rows = [{"_order": first[r["arm"]], **r} for r in rows]
     frame = pd.DataFrame(rows, columns=["_order", *columns])
@@ -184,7 +190,25 @@ def from_rows(rows: list[dict]) -> pd.DataFrame:
               "asked": "Int64", **{k: "bool" for k in SWITCHES}, **{c: "float64" for c in quality}}
     if has_top5:
         dtypes["top5"] = "float64"
+    if has_source:
+        dtypes["top1_source"] = "str"
     return frame.astype(dtypes).reset_index(drop=True)
+
+
+def top1_note(results: pd.DataFrame) -> str | None:
+    """What the report must say when some top-1 is not a test-split measurement, else None."""
+    if "top1_source" not in results.columns:
+        return None
+    audit = int((results["top1_source"] == "audit").sum())
+    missing = int(results["top1"].isna().sum())
+    return (
+        "There is no labeled test split (a dataset of your own images without `dataset.val`). "
+        f"{audit} top-1 value(s) are **estimates**: the share of *yes* among random audit questions "
+        "\"is this a <the model's guess>?\" about uniformly drawn unlabeled images, asked in the next cycle "
+        "(pipeline/selection/audit.py; `audit.size` per cycle, counted in the bits spent). "
+        f"{missing} value(s) are not measured (no later audit asked about that model, e.g. the last cycle's): "
+        "blank, never guessed."
+    )
 
 
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
