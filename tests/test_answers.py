@@ -306,7 +306,7 @@ def test_annotate_command_exports_and_imports(tmp_path, monkeypatch):
     out = cli.invoke(app, ["annotate", "--import", "bad.json"])
     assert out.exit_code == 2 and "answer 'perhaps' for sample_id 7 is not yes or no" in out.output
     out = cli.invoke(app, ["annotate", "--arm", "obcp", "--seed", "1", "--export", "label-studio"])
-    assert out.exit_code == 2 and "no open question sheet" in out.output  # nothing to export
+    assert out.exit_code == 2 and "--seed 1 is not one of the seeds" in out.output  # checked before any work
 
 
 def test_label_studio_fixture_export(tmp_path):
