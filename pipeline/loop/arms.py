@@ -164,7 +164,7 @@ def run_arms(ctx: RunContext, arms: Sequence[str], *, workers: int, log: Log = p
                     waiting[arm] = exc
         if waiting:
             raise AnswersMissing(_waiting(ctx.seed, arms, waiting)
-                                 + "\nThe other arms are done; answer, then rerun `dvc repro`.")
+                                 + "\nThe other arms are done; answer, then rerun `obcp repro` (or `dvc repro`).")
         return
     log(f"seed {ctx.seed}: {len(arms)} arms, {workers} at a time ({ctx.params.train.cpu_threads} thread(s) each), "
         f"{ctx.params.query_times} cycles each")
@@ -209,4 +209,4 @@ def run_arms(ctx: RunContext, arms: Sequence[str], *, workers: int, log: Log = p
     if waiting:
         ok = [a for a in arms if a not in waiting]
         raise AnswersMissing(_waiting(ctx.seed, arms, waiting) + f"\nFinished arms ({', '.join(ok) or 'none'}) "
-                             "are kept; answer, then rerun `dvc repro`.")
+                             "are kept; answer, then rerun `obcp repro` (or `dvc repro`).")

@@ -137,6 +137,6 @@ def initial_pool_unlabeled(params: Params, layout: Layout, seed: int, files: pd.
             f"`obcp annotate --seed {seed}` (keys 0-9 pick a class), or in Label Studio (`obcp annotate --seed "
             f"{seed} --export label-studio`, then `obcp annotate --import EXPORT.json`), or write "
             f"{sheets.answers_path(sheet_dir)} (`sample_id,answer` with a class name or index per row; "
-            f"{sheet_dir / sheets.ANSWERS_TEMPLATE_CSV} is a template); then rerun `dvc repro`."
+            f"{sheet_dir / sheets.ANSWERS_TEMPLATE_CSV} is a template); then rerun `obcp repro` (or `dvc repro`)."
         )
     return pools.labeled_pool(num_samples, q["sample_id"].to_numpy(), got["label"].to_numpy())

@@ -108,7 +108,7 @@ class Human(Oracle):
                 f"`obcp annotate {at.who}`, or in Label Studio (`obcp annotate {at.who} --export label-studio`, "
                 f"then `obcp annotate --import EXPORT.json`), or write {sheets.answers_path(at.cycle_dir)} "
                 f"(`sample_id,answer`, one row per question of the sheet; "
-                f"{at.cycle_dir / sheets.ANSWERS_TEMPLATE_CSV} is a template); then rerun `dvc repro`. "
+                f"{at.cycle_dir / sheets.ANSWERS_TEMPLATE_CSV} is a template); then rerun `obcp repro` (or `dvc repro`). "
                 f"{len(questions) - len(still)} of this cycle's {len(questions)} questions were answered from "
                 f"the answer store {store}."
             )
