@@ -48,10 +48,13 @@ def run_metrics(params: Params, layout: Layout, arm_name: str, seed: int, *, num
     for k in range(1, params.query_times + 1):
         m = _read(layout.cycle_dir(seed, arm_name, k) / "manifest.json", f"cycle {k} of arm {arm_name}")
         points.append(point(k, m["bits_used"], m["test"], m.get("yes", 0), m["asked"], m.get("selection")))
-    switches = {k: v for k, v in as_dict(arm).items() if k not in ("method", "strategy")}
-    return {
+    switches = {k: v for k, v in as_dict(arm).items() if k not in ("method", "strategy", "rounds")}
+    doc = {
         "arm": arm_name, "seed": seed, "method": arm.method, "strategy": arm.strategy, "switches": switches,
         "num_classes": num_classes, "num_train": num_train,
         "final": {k: v for k, v in points[-1].items() if k not in ("cycle", "yes", "asked", "selection")},
         "points": points,
     }
+    if arm.rounds != 1:  # follow-up questions (pipeline/loop/rounds.py); absent otherwise, as before
+        doc["rounds"] = arm.rounds
+    return doc

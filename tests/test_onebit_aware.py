@@ -1,0 +1,233 @@
+"""One-bit-aware selection (issue 25): question choice, eig, expected_gain, follow-up rounds,
+the counterfactual all-yes / all-no arms, and the ledger of every other arm unchanged."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import project_from, run
+from pipeline.core.config import ParamsError, parse_params
+from pipeline.core.registry import ORACLES, STRATEGIES
+from pipeline.method.history import PredictionHistory
+from pipeline.pool import ledger
+from pipeline.selection.base import Candidates, SelectionError
+from pipeline.selection.onebit_aware import ExpectedGain, binary_entropy_bits, renormalised
+from pipeline.selection.ranking import asked_classes
+
+
+def history_of(probs: np.ndarray) -> PredictionHistory:
+    """A real Eq. 7 history of one epoch: its uncertainty is the entropy of `probs` [N, C]."""
+    h = PredictionHistory(len(probs), probs.shape[1], m=1, t=1, start_epoch=0, query_epoch=1)
+    h.record(0, np.arange(len(probs)), probs)
+    return h
+
+
+def random_probs(rng: np.random.Generator, n: int, c: int) -> np.ndarray:
+    logits = rng.normal(size=(n, c)) * 2.0
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return p / p.sum(axis=1, keepdims=True)
+
+
+# --------------------------------------------------------------------------- eig, expected_gain
+
+
+def test_eig_asks_the_pair_whose_answer_is_least_certain():
+    eig = STRATEGIES.get("eig")
+    probs = np.array([
+        [0.50, 0.30, 0.20],  # top class at 0.5: one full bit
+        [0.90, 0.05, 0.05],  # sure: little to learn
+        [0.20, 0.45, 0.35],  # class 1 is nearest 0.5
+        [0.60, 0.30, 0.10],  # class 0 denied: renormalised (0.75, 0.25) over classes 1, 2
+    ])
+    denied = np.zeros((4, 3), bool)
+    denied[3, 0] = True
+    c = Candidates(ids=np.arange(4), probs=probs, denied=denied)
+    q = eig.ask(c)
+    assert q.classes.tolist() == [0, 0, 1, 1] and q.rule == "eig"
+    expect = binary_entropy_bits(np.array([0.5, 0.9, 0.45, 0.75]))
+    np.testing.assert_allclose(q.scores, expect)
+    np.testing.assert_allclose(eig.scores(c, 2), expect)
+    assert np.argsort(-eig.scores(c, 2))[0] == 0  # p = 0.5 first
+    # on any belief: the class nearest 0.5 after renormalising, never a denied class, and (flat
+    # classes: p_(1) + p_(2) <= 1) always the paper's question, the most probable class left
+    rng = np.random.default_rng(0)
+    probs = random_probs(rng, 500, 10)
+    denied = rng.random((500, 10)) < 0.3
+    denied[np.arange(500), rng.integers(0, 10, 500)] = False
+    q = eig.ask(Candidates(ids=np.arange(500), probs=probs, denied=denied))
+    p = renormalised(probs, denied)
+    nearest = np.where(denied, np.inf, np.abs(p - 0.5)).min(axis=1)
+    np.testing.assert_allclose(np.abs(p[np.arange(500), q.classes] - 0.5), nearest)
+    assert not denied[np.arange(500), q.classes].any()
+    assert (q.classes == asked_classes(probs, denied)).all()
+
+
+def test_expected_gain_prices_yes_and_no():
+    probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+    c = Candidates(ids=np.arange(3), probs=probs, denied=np.zeros((3, 2), bool))
+    yes_worth_more = ExpectedGain(value_yes=0.05, value_no=0.01)
+    np.testing.assert_allclose(yes_worth_more.scores(c, 3), [0.9 * 0.05 + 0.1 * 0.01, 0.6 * 0.05 + 0.4 * 0.01,
+                                                             0.8 * 0.05 + 0.2 * 0.01])
+    assert yes_worth_more.ask(c).classes.tolist() == [0, 0, 1]  # the predicted class, where the values were measured
+    no_worth_more = ExpectedGain(value_yes=0.01, value_no=0.05)
+    assert np.argmax(no_worth_more.scores(c, 3)) == 1  # the least confident first
+    params = parse_params({"selection": {"value_yes": 0.3, "value_no": -0.1}, "arms": {"eg": {"strategy": "expected_gain"}}})
+    got = STRATEGIES.get("expected_gain").configured(params)
+    assert (got.value_yes, got.value_no) == (0.3, -0.1)
+    assert STRATEGIES.get("max").configured(params) is STRATEGIES.get("max")
+
+
+def test_default_question_is_the_predicted_class():
+    rng = np.random.default_rng(1)
+    probs = random_probs(rng, 200, 7).astype(np.float32)
+    denied = rng.random((200, 7)) < 0.2
+    denied[:, 0] = False
+    for name in ("obcp", "random", "max", "diff2", "entropy"):
+        q = STRATEGIES.get(name).ask(Candidates(ids=np.arange(200), probs=probs, denied=denied))
+        assert (q.classes == asked_classes(probs, denied)).all() and np.isnan(q.scores).all()
+        assert q.rule == "predicted" and STRATEGIES.get(name).question_rule == "predicted"
+
+
+# --------------------------------------------------------------------------- counterfactual arms
+
+
+def test_counterfactual_arms_ask_only_right_or_wrong_classes():
+    rng = np.random.default_rng(2)
+    n, c = 300, 5
+    probs = random_probs(rng, n, c)
+    truth = rng.integers(0, c, n)
+    denied = np.zeros((n, c), bool)
+    denied[:20, :] = True
+    denied[np.arange(20), truth[:20]] = False  # only the label left: no wrong question for these
+    cands = Candidates(ids=np.arange(n), probs=probs, history=history_of(probs), truth=truth, denied=denied)
+    right = asked_classes(probs, denied) == truth
+    k = 40
+    yes = STRATEGIES.get("all_yes")
+    scores = yes.scores(cands, k)
+    top = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")[:k]
+    assert right[top].all() and np.isnan(scores[~right]).all()
+    eq7 = history_of(probs).uncertainty(np.arange(n))
+    np.testing.assert_allclose(scores[right], eq7[right])  # Eq. 7's order among them: the obcp arm's
+    no = STRATEGIES.get("all_no")
+    asked = no.ask(cands)
+    scores = no.scores(cands, k)
+    ok = ~np.isnan(scores)
+    assert ok[20:].all() and not ok[:20].any()
+    assert (asked.classes[ok] != truth[ok]).all() and not denied[np.arange(n), asked.classes].any()
+    np.testing.assert_allclose(scores[ok], eq7[ok])
+    with pytest.raises(SelectionError, match="fewer than the"):
+        yes.scores(cands, int(right.sum()) + 1)
+    with pytest.raises(SelectionError, match="ground truth"):
+        yes.scores(Candidates(ids=np.arange(n), probs=probs, history=history_of(probs)), k)
+
+
+def test_counterfactual_arms_are_refused_with_a_human_oracle(tmp_path):
+    raw = {"oracle": {"kind": "human"}, "arms": {"obcp": {}, "yes": {"strategy": "all_yes"},
+                                                 "no": {"strategy": "all_no"}}}
+    with pytest.raises(ParamsError) as err:
+        parse_params(raw)
+    text = str(err.value)
+    assert "arms.yes.strategy: 'all_yes' is a counterfactual arm" in text and "arms.no.strategy" in text
+    assert "oracle.kind 'human' cannot" in text
+    parse_params({**raw, "oracle": {"kind": "simulated"}})  # fine with the ground truth
+    from pipeline.oracle.oracles import Asking
+    from pipeline.oracle.sheets import OracleError
+
+    assert ORACLES.get("simulated").knows_truth and not ORACLES.get("human").knows_truth
+    with pytest.raises(OracleError, match="only an oracle that knows it"):
+        ORACLES.get("human").truth(np.arange(3), Asking(None, tmp_path, "yes"))
+
+
+def test_rounds_need_a_per_sample_strategy_and_one_bit_questions():
+    with pytest.raises(ParamsError) as err:
+        parse_params({"arms": {"a": {"rounds": 0}, "b": {"method": "fullbit", "strategy": "entropy", "rounds": 2},
+                               "c": {"strategy": "all_yes", "rounds": 2}}})
+    text = str(err.value)
+    assert "arms.a.rounds: must be ≥ 1" in text
+    assert "arms.b.rounds: method 'fullbit' asks for full labels" in text
+    assert "arms.c.rounds: follow-up rounds score a sample again" in text
+    parse_params({"arms": {"eig": {"strategy": "eig", "rounds": 3}, "obcp": {"rounds": 2}}})
+
+
+# --------------------------------------------------------------------------- ledger
+
+
+def test_ledger_optional_columns_only_where_used(tmp_path):
+    q = pd.DataFrame({"sample_id": [3, 1], "asked_class": [2, 0], "answer": [True, False], "score": [0.5, 0.4],
+                      "rank": [1, 2]})
+    plain = ledger.ledger_rows(q, cycle=1, epoch=4, strategy="obcp", oracle="simulated", arm="a", seed=0)
+    assert tuple(plain.columns) == ledger.COLUMNS
+    rounds = pd.DataFrame({"sample_id": [3, 1, 1], "asked_class": [2, 0, 4], "answer": [True, False, True],
+                           "score": [0.5, 0.4, 0.3], "rank": [1, 2, 3], "round": [1, 1, 2],
+                           "question_rule": ["eig"] * 3, "question_score": [1.0, 0.9, 0.8]})
+    rows = ledger.ledger_rows(rounds, cycle=2, epoch=6, strategy="eig", oracle="simulated", arm="a", seed=0)
+    assert list(rows.columns) == list(ledger.COLUMNS) + ["question_rule", "question_score", "round"]
+    path = tmp_path / "a.parquet"
+    ledger.append(path, plain)
+    both = ledger.append(path, rows)
+    assert both["round"].tolist() == [1, 1, 1, 1, 2] and both["question_rule"].tolist()[:2] == ["predicted"] * 2
+    assert ledger.read(path)["round"].dtype == np.int64
+    with pytest.raises(ledger.LedgerError, match="each question once"):
+        ledger.ledger_rows(rounds.assign(asked_class=[2, 0, 0]), cycle=2, epoch=6, strategy="eig",
+                           oracle="simulated", arm="a", seed=0)
+    with pytest.raises(ledger.LedgerError, match="at most once per cycle"):
+        ledger.ledger_rows(rounds.drop(columns="round"), cycle=2, epoch=6, strategy="eig", oracle="simulated",
+                           arm="a", seed=0)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+ARMS = {
+    "obcp": {"method": "obcp", "strategy": "obcp"},
+    "all_yes": {"method": "obcp", "strategy": "all_yes"},
+    "all_no": {"method": "obcp", "strategy": "all_no"},
+    "eig_fu": {"method": "obcp", "strategy": "eig", "rounds": 3},
+    "obcp_fu": {"method": "obcp", "strategy": "obcp", "rounds": 2},
+}
+
+
+def test_arms_end_to_end(stage1_data, tmp_path):
+    """Real cycles (tiny digits, two cycles of 30 questions): the counterfactual arms get only
+    yes / only no from the simulated oracle; follow-up rounds never ask a denied class nor the
+    same question twice; the paper's arm keeps the ledger schema it always had."""
+    import sys
+
+    project = project_from(stage1_data, tmp_path / "p", {"arms": ARMS})
+    run([sys.executable, "-m", "stages.active", "--seed", "0"], project)
+    truth = pd.read_parquet(project / "data/digits/index.parquet").query("split == 'train'") \
+        .set_index("sample_id")["label"]
+    led = {arm: ledger.read(project / f"reports/ledger/seed0/{arm}.parquet") for arm in ARMS}
+    for arm, frame in led.items():
+        assert len(frame) == 60, arm  # the same bits for every arm
+        assert (frame["answer"].to_numpy(bool) == (truth.loc[frame["sample_id"]].to_numpy()
+                                                   == frame["asked_class"].to_numpy())).all()
+    assert led["all_yes"]["answer"].all() and not led["all_no"]["answer"].any()
+    assert tuple(led["obcp"].columns) == ledger.COLUMNS and tuple(led["all_yes"].columns) == ledger.COLUMNS
+    assert list(led["all_no"].columns) == list(ledger.COLUMNS) + ["question_rule", "question_score"]
+    for arm in ("eig_fu", "obcp_fu"):
+        frame = led[arm]
+        assert "round" in frame.columns and frame["round"].max() > 1
+        assert not frame.duplicated(["cycle", "sample_id", "asked_class"]).any()  # never the same question twice
+        assert not frame.duplicated(["cycle", "round", "sample_id"]).any()
+        for cycle, rows in frame.groupby("cycle"):
+            denied: dict[int, set[int]] = {}
+            for _, prev in frame[frame["cycle"] < cycle].iterrows():
+                if not prev["answer"]:
+                    denied.setdefault(int(prev["sample_id"]), set()).add(int(prev["asked_class"]))
+            for _, q in rows.sort_values("rank").iterrows():
+                sid = int(q["sample_id"])
+                assert int(q["asked_class"]) not in denied.get(sid, set()), (arm, cycle, sid)
+                if q["answer"]:
+                    assert sid not in frame[(frame["cycle"] == cycle) & (frame["round"] > q["round"])]["sample_id"].tolist()
+                else:
+                    denied.setdefault(sid, set()).add(int(q["asked_class"]))
+            again = rows[rows.duplicated("sample_id", keep=False)]
+            for sid, asks in again.groupby("sample_id"):  # a follow-up only after a no
+                assert not asks.sort_values("round")["answer"].iloc[:-1].any()
+    assert (led["eig_fu"]["question_rule"] == "eig").all()
+    assert (led["obcp_fu"]["question_rule"] if "question_rule" in led["obcp_fu"] else pd.Series(["predicted"])) \
+        .eq("predicted").all()
+    pool = pd.read_parquet(project / "data/runs/seed0/arms/eig_fu/cycle_002/pool.parquet")
+    assert int((pool["status"] == "yes").sum() + pool["negatives"].map(len).sum()) == 60
