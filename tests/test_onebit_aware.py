@@ -226,8 +226,106 @@ def test_arms_end_to_end(stage1_data, tmp_path):
             again = rows[rows.duplicated("sample_id", keep=False)]
             for sid, asks in again.groupby("sample_id"):  # a follow-up only after a no
                 assert not asks.sort_values("round")["answer"].iloc[:-1].any()
+            if arm == "obcp_fu":  # Eq. 7 ignores the class: a sample answered no is asked again at once
+                assert len(again) > 0
     assert (led["eig_fu"]["question_rule"] == "eig").all()
     assert (led["obcp_fu"]["question_rule"] if "question_rule" in led["obcp_fu"] else pd.Series(["predicted"])) \
         .eq("predicted").all()
     pool = pd.read_parquet(project / "data/runs/seed0/arms/eig_fu/cycle_002/pool.parquet")
     assert int((pool["status"] == "yes").sum() + pool["negatives"].map(len).sum()) == 60
+
+
+def _active(project, monkeypatch, capsys) -> tuple[int, str, str]:
+    """The `active` stage in this process: (exit code, stdout, stderr)."""
+    from pathlib import Path
+
+    from stages.active import main
+
+    monkeypatch.chdir(project)
+    capsys.readouterr()
+    code = 0
+    try:
+        main(seed=0, arm=["obcp_fu"], workers=None, params=Path("params.yaml"))
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_follow_up_rounds_with_a_person(stage1_data, tmp_path, monkeypatch, capsys):
+    """A person answers round by round, on the page, in Label Studio and in answers.csv;
+    the answer store keys every answer by (sample_id, asked_class), a follow-up question about
+    another class included; the audit reads the rounds."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.core.layout import Layout
+    from pipeline.oracle import answers, labelstudio
+    from pipeline.oracle.annotate import AnswerPage, open_sheet
+
+    project = project_from(stage1_data, tmp_path / "p", {
+        "oracle": {"kind": "human"}, "query_times": 1,
+        # Eq. 7's score ignores the class, so a sample answered no is asked again at once
+        "arms": {"obcp_fu": {"method": "obcp", "strategy": "obcp", "rounds": 3}}})
+    truth = pd.read_parquet(project / "data/digits/index.parquet").query("split == 'train'") \
+        .set_index("sample_id")["label"]
+    store = project / "reports/answers/digits.parquet"
+    classes = [str(i) for i in range(10)]
+    cdir = project / "data/runs/seed0/arms/obcp_fu/cycle_001"
+
+    def truthful(sheet: pd.DataFrame) -> list[str]:
+        return ["yes" if truth.loc[s] == c else "no" for s, c in zip(sheet["sample_id"], sheet["asked_class"])]
+
+    sheets_seen = []
+    code, out, err = _active(project, monkeypatch, capsys)  # 60 questions in 3 rounds of 20
+    assert code == 3 and "waiting for answers (20 questions" in err
+    sheet = pd.read_csv(cdir / "questions.csv")
+    sheets_seen.append(sheet)
+    page = AnswerPage(open_sheet(Layout("digits", project), "obcp_fu", 0, classes), store)
+    for sid, value in zip(sheet["sample_id"], truthful(sheet)):  # on the page
+        state = page.answer(int(sid), value)
+    assert state["complete"]
+
+    code, out, err = _active(project, monkeypatch, capsys)  # round 2, in Label Studio
+    assert code == 3 and "waiting for answers (20 questions" in err
+    sheet = pd.read_csv(cdir / "questions.csv")
+    sheets_seen.append(sheet)
+    tasks = labelstudio.export_tasks(open_sheet(Layout("digits", project), "obcp_fu", 0, classes), store, "digits")
+    assert [(t["data"]["sample_id"], t["data"]["asked_class"]) for t in tasks] == \
+        list(zip(sheet["sample_id"], sheet["asked_class"]))
+    for task, value in zip(tasks, truthful(sheet)):
+        task["annotations"] = [{"result": [{"from_name": "answer", "type": "choices",
+                                            "value": {"choices": [value]}}], "updated_at": "2026-01-01T00:00:00"}]
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(tasks))
+    labelstudio.import_export(export, store, dataset="digits", num_samples=len(truth), class_names=classes)
+
+    code, out, err = _active(project, monkeypatch, capsys)  # round 3, in answers.csv
+    assert code == 3 and "waiting for answers (20 questions" in err
+    sheet = pd.read_csv(cdir / "questions.csv")
+    sheets_seen.append(sheet)
+    pd.DataFrame({"sample_id": sheet["sample_id"], "answer": truthful(sheet)}).to_csv(cdir / "answers.csv",
+                                                                                      index=False)
+    code, out, err = _active(project, monkeypatch, capsys)
+    assert code == 0, err
+
+    led = ledger.read(project / "reports/ledger/seed0/obcp_fu.parquet")
+    assert len(led) == 60 and (led["oracle"] == "human").all() and sorted(led["round"].unique()) == [1, 2, 3]
+    asked = pd.concat(sheets_seen, ignore_index=True)[["sample_id", "asked_class"]]
+    pd.testing.assert_frame_equal(led.sort_values("rank")[["sample_id", "asked_class"]].reset_index(drop=True),
+                                  asked.astype("int64"))
+    assert not led.duplicated(["sample_id", "asked_class"]).any()
+    now = answers.lookup(answers.read(store), led)
+    assert now["answered"].all() and (now["answer"].to_numpy(bool) == led["answer"].to_numpy(bool)).all()
+    followed = led[led.duplicated("sample_id", keep=False)]
+    assert len(followed), "no follow-up question was asked"
+    monkeypatch.chdir(project)
+    cli = CliRunner()
+    summary = json.loads(cli.invoke(app, ["audit", "summary", "--arm", "obcp_fu", "--json"]).output)
+    assert summary["per_cycle"][0]["asked"] == 60
+    sid = int(followed["sample_id"].iloc[0])
+    rows = json.loads(cli.invoke(app, ["audit", "sample", str(sid), "--arm", "obcp_fu", "--json"]).output)
+    assert [r["round"] for r in rows] == sorted(r["round"] for r in rows) and len(rows) >= 2
+    assert not any(r["answer"] for r in rows[:-1]) and len({r["asked_class"] for r in rows}) == len(rows)
