@@ -72,6 +72,8 @@ def test_expected_gain_prices_yes_and_no():
     assert yes_worth_more.ask(c).classes.tolist() == [0, 0, 1]  # the predicted class, where the values were measured
     no_worth_more = ExpectedGain(value_yes=0.01, value_no=0.05)
     assert np.argmax(no_worth_more.scores(c, 3)) == 1  # the least confident first
+    with pytest.raises(ParamsError, match="needs two different values"):
+        parse_params({"selection": {"value_yes": 0.2, "value_no": 0.2}, "arms": {"eg": {"strategy": "expected_gain"}}})
     params = parse_params({"selection": {"value_yes": 0.3, "value_no": -0.1}, "arms": {"eg": {"strategy": "expected_gain"}}})
     got = STRATEGIES.get("expected_gain").configured(params)
     assert (got.value_yes, got.value_no) == (0.3, -0.1)

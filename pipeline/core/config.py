@@ -358,6 +358,8 @@ def _check_arm_objects(p: Params, problems: list[str]) -> None:
     for name, arm in p.arms.items():
         method = METHODS.get(arm.method)
         strategy = STRATEGIES.get(method.strategy(arm) if hasattr(method, "strategy") else arm.strategy)
+        if hasattr(strategy, "check_params"):
+            problems += [q for q in strategy.check_params(p) if q not in problems]
         if "truth" in strategy.needs and not getattr(oracle, "knows_truth", False):
             problems.append(
                 f"arms.{name}.strategy: {arm.strategy!r} is a counterfactual arm that reads the ground truth, "

@@ -142,6 +142,10 @@ class Strategy:
         some (e.g. `expected_gain`'s values of a yes and a no)."""
         return self
 
+    def check_params(self, params) -> list[str]:
+        """Problems with the settings this strategy reads from `params` (checked at validation)."""
+        return []
+
     def check(self, cands: Candidates) -> None:
         """Raise `SelectionError` naming a declared input that is missing."""
         for need in self.needs:

@@ -160,6 +160,14 @@ class ExpectedGain(PairStrategy):
         s = params.selection
         return ExpectedGain(s.value_yes, s.value_no)
 
+    def check_params(self, params) -> list[str]:
+        s = params.selection
+        if isinstance(s.value_yes, float) and s.value_yes == s.value_no:
+            return [f"selection.value_yes and selection.value_no: strategy {self.name!r} needs two different values "
+                    f"(both are {s.value_yes}: every candidate would tie); measure them with the all_yes and all_no "
+                    "arms (docs/onebit-aware.md)"]
+        return []
+
     def pair_scores(self, c: Candidates) -> np.ndarray:
         p = renormalised(c.probs, c.denied)
         top = np.where(c.denied, -np.inf, p).argmax(axis=1)
