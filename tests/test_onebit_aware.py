@@ -331,3 +331,83 @@ def test_follow_up_rounds_with_a_person(stage1_data, tmp_path, monkeypatch, caps
     rows = json.loads(cli.invoke(app, ["audit", "sample", str(sid), "--arm", "obcp_fu", "--json"]).output)
     assert [r["round"] for r in rows] == sorted(r["round"] for r in rows) and len(rows) >= 2
     assert not any(r["answer"] for r in rows[:-1]) and len({r["asked_class"] for r in rows}) == len(rows)
+
+
+# --------------------------------------------------------------------------- the study's rule of kind `arms`
+
+
+def _arm_runs() -> pd.DataFrame:
+    """A fabricated run table: 2 datasets × 3 seeds × arms obcp, eig, eg, max (block main, one variant)."""
+    from pipeline.tools.study import table
+
+    final = {"obcp": [0.80, 0.82, 0.84, 0.60, 0.62, 0.64], "eig": [0.82, 0.83, 0.86, 0.61, 0.64, 0.65],
+             "eg": [0.85, 0.70, 0.90, 0.62, 0.50, 0.70], "max": [0.90, 0.90, 0.90, 0.70, 0.70, 0.70]}
+    rows = []
+    for arm, accs in final.items():
+        for i, acc in enumerate(accs):
+            dataset, seed = ("d1", "d2")[i // 3], 10 + i % 3
+            for cycle, value in ((0, 0.5), (1, acc)):
+                rows.append({"dataset": dataset, "block": "main", "variant": "default", "query_times": 1, "arm": arm,
+                             "method": "obcp", "strategy": arm, "seed": seed, "cycle": cycle, "top1": value,
+                             "bits": 100.0, "yes": 5, "asked": 10})
+    return table.from_rows(rows)
+
+
+def test_rule_of_kind_arms_picks_a_candidate_only_above_the_reference():
+    from pipeline.tools.study import rule
+
+    args = {"block": "main", "reference": "obcp", "datasets": ["d1", "d2"], "seeds": [10, 11, 12]}
+    got = rule.pick_arm(_arm_runs(), candidates=["eig", "eg"], **args)
+    # eig − obcp per pair: .02 .01 .02 .01 .02 .01 → mean 0.015, interval above 0; eg's mean is higher
+    # (0.7117 vs 0.735?) no: eg (0.85+0.70+0.90)/3 = 0.8167, (0.62+0.50+0.70)/3 = 0.6067 → 0.7117 < eig 0.735
+    r = got.ranking.set_index("arm")
+    assert r.loc["eig", "mean"] == pytest.approx((0.8367 + 0.6333) / 2, abs=1e-4)
+    assert got.arm == "eig" and r.loc["eig", "diff_mean"] == pytest.approx(0.015) and r.loc["eig", "lo"] > 0
+    assert r.loc["max", "role"] == "other" and r.loc["obcp", "role"] == "reference"
+    stays = rule.pick_arm(_arm_runs(), candidates=["eg"], **args)  # eg: a mean above obcp, an interval across 0
+    assert stays.arm == "obcp" and "obcp stays" in stays.reason
+    partial = _arm_runs()
+    partial = partial[~((partial["arm"] == "max") & (partial["seed"] == 12) & (partial["dataset"] == "d2"))]
+    assert rule.pick_arm(partial, candidates=["eig"], **args).arm is None
+
+
+def test_a_named_study_with_its_own_arms_and_an_arm_rule(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from conftest import ROOT
+    from pipeline.cli import app
+    from pipeline.tools.study import cells, spec as study_spec, table
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_bytes((ROOT / "params.yaml").read_bytes())
+    arms = {"obcp": {"method": "obcp", "strategy": "obcp"}, "eig": {"method": "obcp", "strategy": "eig"},
+            "eg": {"method": "obcp", "strategy": "expected_gain"}, "max": {"method": "obcp", "strategy": "max"}}
+    raw = {"title": "Arms", "name": "arms_study", "seeds": [10, 11, 12], "arms": arms,
+           "datasets": {"d1": {"params": "params.yaml", "overrides": {"selection.value_yes": 0.03,
+                                                                      "selection.value_no": 0.01}},
+                        "d2": {"params": "params.yaml", "overrides": {"budget.initial": 40, "selection.value_yes": 0.02,
+                                                                      "selection.value_no": 0.01}}},
+           "rule": {"kind": "arms", "block": "main", "arm": "obcp", "candidates": ["eig", "eg"],
+                    "text": "The best candidate replaces obcp when its pooled paired interval is above 0."},
+           "blocks": {"main": {"why": "one-bit-aware rules at equal bits", "variants": {"default": {}}}}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    s = study_spec.load_spec(tmp_path / "spec.yaml")
+    assert s.name == "arms_study" and s.rule.kind == "arms" and s.rule.candidates == ("eig", "eg")
+    cell = study_spec.block_cells(s, "main", tmp_path)[0]
+    assert set(cell.params["arms"]) == set(arms) and cell.arms == tuple(arms)
+    layout = cells.StudyLayout(tmp_path, s.name)
+    assert layout.cell_dir(cell) == tmp_path / "data/studies/arms_study/d1/main/default"
+    assert layout.runs == tmp_path / "reports/arms_study/study/runs.csv"
+    table.write_table(layout.runs, _arm_runs())
+    result = CliRunner().invoke(app, ["study", "report", "--spec", str(tmp_path / "spec.yaml")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "reports/arms_study/study.md").read_text()
+    assert "**eig: the best candidate" in text and "rule.pick_arm" in text
+    assert "| ✓ | eig | candidate |" in text and "+1.50 [" in text
+    assert not (tmp_path / "reports/study.md").exists()  # the committed study's report is untouched
+    bad = dict(raw, rule={**raw["rule"], "candidates": ["obcp", "nope"]})
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad, sort_keys=False))
+    with pytest.raises(study_spec.StudyError) as err:
+        study_spec.load_spec(tmp_path / "bad.yaml")
+    assert "cannot be a candidate" in str(err.value) and "['nope'] do not run" in str(err.value)
