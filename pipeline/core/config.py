@@ -130,7 +130,7 @@ class ArmParams:
     """One compared method. The four switches are paper Table 4's ablations."""
 
     method: str = "obcp"  # how the answers are used: obcp | onebit | fullbit (or a plugin's)
-    strategy: str = "obcp"  # which samples are asked: obcp (Eq. 7) | random | max | diff2 | entropy (or a plugin's)
+    strategy: str = "obcp"  # which samples are asked (and which class): obcp (Eq. 7) | random | max | diff2 | entropy | eig | expected_gain | all_yes, all_no (counterfactual) (or a plugin's)
     yes_in_sup: bool = True  # yes samples join L_sup (Table 4: adding in sup.)
     yes_in_ctr: bool = True  # yes samples join the contrastive terms, L_c.l (Table 4: adding in ctr.)
     neg_ctr: bool = True  # no answers give hard negatives in L_c.n (Table 4: neg ctr.)
