@@ -729,7 +729,7 @@ def study_plan(spec: Path | None = SPEC) -> None:
 
     with reported():
         s = study_spec.load_spec(spec or study_spec.SPEC)
-        layout = cells.StudyLayout(Path(".").resolve())
+        layout = cells.StudyLayout(Path(".").resolve(), s.name)
         study = cells.Study(s, layout, cells.code_hash(layout.root))
         for block in s.blocks:
             study.plan_block(block)
@@ -757,18 +757,22 @@ def study_run(
 @study_app.command("report")
 def study_report(
     spec: Path | None = SPEC,
-    runs: Path = typer.Option(Path("reports/study/runs.csv"), help="the run table, e.g. reports/study/runs.csv"),
-    out: Path = typer.Option(Path("reports/study.md"), help="the report, e.g. reports/study.md (its CSVs and figures "
-                             "go to <folder>/study/)"),
+    runs: Path | None = typer.Option(None, help="the run table, e.g. reports/study/runs.csv (default; or "
+                                                 "reports/<name>/study/runs.csv for a spec with a name)"),
+    out: Path | None = typer.Option(None, help="the report, its CSVs and figures under <folder>/study/ (default: "
+                                               "reports/study.md, or reports/<name>/study.md)"),
 ) -> None:
     """Write reports/study.md: the rule, the grid, mean ± std, paired differences, figures, the rule's pick.
 
     Example: `obcp study report`
     """
-    from pipeline.tools.study import report, spec as study_spec, table
+    from pipeline.tools.study import cells, report, spec as study_spec, table
 
     with reported():
         s = study_spec.load_spec(spec or study_spec.SPEC)
+        layout = cells.StudyLayout(Path("."), s.name)
+        runs = runs or layout.runs
+        out = out or layout.report
         cells_csv = runs.with_name("cells.csv")
         if runs.is_file():
             frame = table.read_table(runs)

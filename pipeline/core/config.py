@@ -126,6 +126,8 @@ class SelectionParams:
     t: int = 5  # most recent epochs whose log q enter Eq. 7
     window: str = "since_query"  # since_query: windows stop at the previous query | across_queries: they reach back
     history_view: str = "strong"  # strong: in-loop view 1 | weak, clean: eval pass at the end of each window epoch
+    value_yes: float = 0.0  # expected_gain: top-1 points gained per yes (measured by the all_yes arm)
+    value_no: float = 0.0  # expected_gain: top-1 points gained per no (measured by the all_no arm)
 
 
 @dataclass(frozen=True)
@@ -161,11 +163,12 @@ class ArmParams:
     """One compared method. The four switches are paper Table 4's ablations."""
 
     method: str = "obcp"  # how the answers are used: a registered method (pipeline/method/methods.py) or a plugin's
-    strategy: str = "obcp"  # which samples are asked: a registered strategy (pipeline/selection/) or a plugin's
+    strategy: str = "obcp"  # which samples are asked (and which class): a registered strategy (pipeline/selection/) or a plugin's
     yes_in_sup: bool = True  # yes samples join L_sup (Table 4: adding in sup.)
     yes_in_ctr: bool = True  # yes samples join the contrastive terms, L_c.l (Table 4: adding in ctr.)
     neg_ctr: bool = True  # no answers give hard negatives in L_c.n (Table 4: neg ctr.)
     neg_loss: bool = True  # no answers enter L_neg (Table 4: neg loss)
+    rounds: int = 1  # a cycle's questions asked in this many rounds; a sample answered no is scored again (follow-ups)
 
 
 @dataclass(frozen=True)
@@ -383,11 +386,15 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
     _check_choice(p.train.view_backend, VIEW_BACKENDS, "train.view_backend", problems)
     _check_choice(p.selection.history_view, HISTORY_VIEWS, "selection.history_view", problems)
     _check_choice(p.train.sup_view, SUP_VIEWS, "train.sup_view", problems)
+    for name, arm in p.arms.items():
+        if isinstance(arm.rounds, int) and not isinstance(arm.rounds, bool) and arm.rounds < 1:
+            problems.append(f"arms.{name}.rounds: must be ≥ 1, got {arm.rounds}")
     if names:
         _check_choice(p.oracle.kind, ORACLES.names(), "oracle.kind", problems)
         for name, arm in p.arms.items():
             _check_choice(arm.method, METHODS.names(), f"arms.{name}.method", problems)
             _check_choice(arm.strategy, STRATEGIES.names(), f"arms.{name}.strategy", problems)
+        _check_arm_objects(p, problems)
     if len(set(p.seeds)) != len(p.seeds):
         problems.append(f"seeds: duplicates in {list(p.seeds)}")
     _check_folder(p, problems)
@@ -417,6 +424,33 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
             problems.append(
                 f"budget.one_bit: {one_bit} questions cannot be split over query_times={p.query_times} cycles"
             )
+
+
+def _check_arm_objects(p: Params, problems: list[str]) -> None:
+    """What an arm's strategy and method objects require: a strategy that reads the ground truth
+    (a counterfactual arm) needs an oracle that knows it; follow-up rounds need a per-sample
+    strategy (it scores a sample again) and a one-bit method (a *no* leaves classes to ask)."""
+    if p.oracle.kind not in ORACLES or any(a.strategy not in STRATEGIES or a.method not in METHODS
+                                           for a in p.arms.values()):
+        return  # already reported
+    oracle = ORACLES.get(p.oracle.kind)
+    for name, arm in p.arms.items():
+        method = METHODS.get(arm.method)
+        strategy = STRATEGIES.get(method.strategy(arm) if hasattr(method, "strategy") else arm.strategy)
+        if hasattr(strategy, "check_params"):
+            problems += [q for q in strategy.check_params(p) if q not in problems]
+        if "truth" in strategy.needs and not getattr(oracle, "knows_truth", False):
+            problems.append(
+                f"arms.{name}.strategy: {arm.strategy!r} is a counterfactual arm that reads the ground truth, "
+                f"which only an oracle that knows it gives; oracle.kind {p.oracle.kind!r} cannot (a person "
+                "answers only what is asked). Run it with oracle.kind: simulated, or remove the arm")
+        if isinstance(arm.rounds, int) and arm.rounds > 1:
+            if not strategy.per_sample:
+                problems.append(f"arms.{name}.rounds: follow-up rounds score a sample again on its own; strategy "
+                                f"{arm.strategy!r} scores all candidates together; set rounds: 1")
+            if getattr(method, "question", "one_bit") != "one_bit":
+                problems.append(f"arms.{name}.rounds: method {arm.method!r} asks for full labels, so there is "
+                                "nothing to ask again; set rounds: 1")
 
 
 def parse_params(raw: Any, *, pool_size: int | None = None, source: str = "params.yaml",

@@ -73,6 +73,6 @@ class Registry(Generic[T]):
         return iter(list(self._entries.values()))
 
 
-STRATEGIES: Registry = Registry("selection strategy", ("pipeline.selection.strategies",))
+STRATEGIES: Registry = Registry("selection strategy", ("pipeline.selection.strategies", "pipeline.selection.onebit_aware"))
 METHODS: Registry = Registry("method", ("pipeline.method.methods",))
 ORACLES: Registry = Registry("oracle", ("pipeline.oracle.oracles",))

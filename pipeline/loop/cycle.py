@@ -61,7 +61,7 @@ class Cycle:
 
     @property
     def strategy(self) -> Strategy:
-        return STRATEGIES.get(self.method.strategy(self.arm))
+        return STRATEGIES.get(self.method.strategy(self.arm)).configured(self.ctx.params)
 
     @property
     def oracle(self) -> Oracle:

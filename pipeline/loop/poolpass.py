@@ -1,8 +1,12 @@
 """One pass over a query's candidates that computes what the arm's strategy needs.
 
-Every strategy gets the candidates' ids, the asked class (the asking network's argmax over
-classes not yet denied), the predicted class and its probability. The other inputs are
-computed only when the strategy declares them (`Strategy.needs`), in the same pass:
+Every strategy gets the candidates' ids, their probabilities and denied classes, and says
+which class each is asked about (`Strategy.ask`: by default the asking network's argmax
+over classes not yet denied); the frame also holds the predicted class and its
+probability, and, for a strategy that chooses the question itself, the question's rule and
+per-pair score (`QUESTION_COLUMNS`). The other inputs are computed only when the strategy
+declares them (`Strategy.needs`), in the same pass (the ground truth comes from the oracle,
+for a counterfactual arm):
 
 - per-sample strategies are scored batch by batch (memory O(N) for the scores);
 - batch strategies get every candidate's declared arrays at once ([n, F] embeddings,
@@ -23,10 +27,13 @@ from pipeline.core import distributed as dist
 from pipeline.loop.inference import PassBatch, pass_batches
 from pipeline.method.history import PredictionHistory
 from pipeline.method.moco import ObCP
-from pipeline.selection.base import Candidates, Strategy
-from pipeline.selection.ranking import asked_classes
+from pipeline.selection.base import PREDICTED, Candidates, Strategy
+from pipeline.selection.ranking import select_top_streaming
 
 COLUMNS = ["sample_id", "score", "asked_class", "pred_class", "pred_prob"]
+#: extra columns of a strategy that chooses the asked class (`Strategy.question_rule` ≠ predicted)
+QUESTION_COLUMNS = ["question_rule", "question_score"]
+PROBS = "probs"  # the [C] probabilities of the top `keep_probs` candidates (follow-up rounds rescore them)
 _EMBEDDED = frozenset({"embeddings", "grad_embeddings", "labeled_embeddings"})
 
 
@@ -63,22 +70,34 @@ def score_pool(
     model: ObCP, strategy: Strategy, ids: np.ndarray, k: int, *, denied: Callable[[np.ndarray], np.ndarray],
     run_pass: Callable[..., object], history: PredictionHistory | None = None, seed: int = 0,
     labeled_ids: np.ndarray | None = None, distributed: bool = False,
+    truth: Callable[[np.ndarray], np.ndarray] | None = None, keep_probs: int = 0,
 ) -> pd.DataFrame | None:
     """Score the candidates `ids` [n] with `strategy` for a query of `k` questions.
 
     `run_pass(ids, embeddings=bool, distributed=bool)` streams :class:`PassBatch` es of the
     asking network (:func:`pass_batches` with the model, beton and device bound);
-    `denied(ids)` gives the [b, C] bool classes already denied. Returns, on rank 0,
-    DataFrame[sample_id, score, asked_class, pred_class, pred_prob] (one row per candidate).
+    `denied(ids)` gives the [b, C] bool classes already denied; `truth(ids)` the [b] labels
+    an oracle that knows them gives (called only for a strategy that declares "truth").
+    Returns, on rank 0, DataFrame[sample_id, score, asked_class, pred_class, pred_prob,
+    *QUESTION_COLUMNS when the strategy chooses the question*, *probs when keep_probs*]
+    (one row per candidate; with `keep_probs` = m > 0, `probs` holds the [C] probabilities
+    of the m best-ranked candidates and None elsewhere, in O(m·C) memory).
     """
     needs = strategy.needs
     want_emb = bool(needs & _EMBEDDED)
     per_sample = strategy.per_sample and not distributed
-    parts, kept = [], []
+    parts, kept, best = [], [], None
+
+    def inputs(b: PassBatch) -> dict:
+        return {"ids": b.ids, "probs": b.probs, "history": history, "seed": seed, "denied": denied(b.ids),
+                "truth": truth(b.ids) if truth is not None and "truth" in needs else None}
+
     for b in run_pass(ids, embeddings=want_emb, distributed=distributed):
         if per_sample:
-            parts.append(_frame(b, strategy.scores(Candidates(ids=b.ids, probs=b.probs, history=history, seed=seed),
-                                                   k), denied))
+            cands = Candidates(**inputs(b))
+            parts.append(_frame(b, cands, strategy.scores(cands, k), strategy))
+            if keep_probs:
+                best = _best_probs(best, parts[-1], b.probs, keep_probs)
         else:
             kept.append(b)
     if not per_sample:
@@ -90,13 +109,27 @@ def score_pool(
             lab = _concat(list(run_pass(labeled_ids, embeddings=True, distributed=False)), True)
             labeled = lab.embeddings
         cands = Candidates(
-            ids=whole.ids, probs=whole.probs, history=history, seed=seed,
+            **(inputs(whole) if len(whole.ids) else {"ids": whole.ids, "probs": whole.probs, "history": history,
+                                                       "seed": seed}),
             embeddings=whole.embeddings if "embeddings" in needs else None,
             grad_embeddings=grad_embeddings(whole.probs, whole.embeddings) if "grad_embeddings" in needs else None,
             labeled_embeddings=labeled,
         )
-        parts = [_frame(whole, strategy.scores(cands, k), denied)] if len(whole.ids) else []
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+        parts = [_frame(whole, cands, strategy.scores(cands, k), strategy)] if len(whole.ids) else []
+        if keep_probs and parts:
+            best = _best_probs(None, parts[0], whole.probs, keep_probs)
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
+    if keep_probs:
+        got = {} if best is None else dict(zip(best["sample_id"].tolist(), best[PROBS]))
+        frame[PROBS] = pd.Series([got.get(int(i)) for i in frame["sample_id"]], index=frame.index, dtype=object)
+    return frame
+
+
+def _best_probs(best: pd.DataFrame | None, frame: pd.DataFrame, probs: np.ndarray, m: int) -> pd.DataFrame:
+    """The m best-ranked rows so far (`select_top`'s order) with their [C] probabilities."""
+    chunk = frame[["sample_id", "score"]].assign(**{PROBS: list(np.asarray(probs, dtype=np.float64))})
+    top = select_top_streaming([chunk] if best is None else [best, chunk], m)
+    return top.drop(columns=["rank"])
 
 
 def _concat(batches: list[PassBatch], embeddings: bool) -> PassBatch:
@@ -107,14 +140,19 @@ def _concat(batches: list[PassBatch], embeddings: bool) -> PassBatch:
                      embeddings=np.concatenate([b.embeddings for b in batches]) if embeddings else None)
 
 
-def _frame(b: PassBatch, scores: np.ndarray, denied: Callable[[np.ndarray], np.ndarray]) -> pd.DataFrame:
-    return pd.DataFrame({
+def _frame(b: PassBatch, cands: Candidates, scores: np.ndarray, strategy: Strategy) -> pd.DataFrame:
+    asked = strategy.ask(cands)
+    frame = pd.DataFrame({
         "sample_id": b.ids,
         "score": scores,
-        "asked_class": asked_classes(b.probs, denied(b.ids)),
+        "asked_class": asked.classes,
         "pred_class": b.probs.argmax(axis=1),
         "pred_prob": b.probs.max(axis=1),
     })
+    if strategy.question_rule != PREDICTED:
+        frame["question_rule"] = asked.rule
+        frame["question_score"] = np.asarray(asked.scores, dtype=np.float64)
+    return frame
 
 
-__all__ = ["COLUMNS", "grad_embeddings", "pass_batches", "score_pool"]
+__all__ = ["COLUMNS", "PROBS", "QUESTION_COLUMNS", "grad_embeddings", "pass_batches", "score_pool"]

@@ -19,7 +19,8 @@ import pandas as pd
 from pipeline.core import distributed as dist
 from pipeline.core import io
 from pipeline.loop.inference import pass_batches
-from pipeline.loop.poolpass import COLUMNS, score_pool
+from pipeline.loop import rounds
+from pipeline.loop.poolpass import COLUMNS, QUESTION_COLUMNS, score_pool
 from pipeline.loop.runs import evaluate_model, fresh_state, loop_config
 from pipeline.loop.train import echo, load_checkpoint, pool_view, split_log, train_epochs
 from pipeline.method.history import cycle_history, load_query_history
@@ -59,12 +60,15 @@ def score_step(c: Cycle) -> pd.DataFrame | None:
         denied=lambda b: pools.denied_matrix(pool, b, ctx.num_classes),
         run_pass=run_pass, history=history, seed=ctx.seed * 1000 + c.k,
         labeled_ids=labeled, distributed=ctx.distributed,
+        # a counterfactual arm reads the labels from an oracle that knows them (others refuse)
+        truth=(lambda b: c.oracle.truth(b, c.asking)) if "truth" in strategy.needs else None,
+        keep_probs=c.budget if c.arm.rounds > 1 else 0,  # follow-up rounds rescore the asked samples
     )
     if not dist.is_main():
         return None
     ranked = select_top(
         scored["sample_id"].to_numpy(dtype=np.int64), scored["score"].to_numpy(dtype=np.float64), len(scored),
-        extra={k: scored[k].to_numpy() for k in COLUMNS[2:]},
+        extra={k: scored[k].to_numpy() for k in scored.columns if k not in COLUMNS[:2]},
     )  # every candidate, ranked
     ranked["selected"] = ranked["rank"] <= c.budget
     ranked["strategy"] = strategy.name
@@ -80,8 +84,13 @@ def oracle_step(c: Cycle) -> pd.DataFrame:
     for a person (`AnswersMissing`, exit code 3).
     """
     scores = pd.read_parquet(c.dir / "scores.parquet")
+    if c.arm.rounds > 1:  # follow-up questions: ask in rounds (pipeline/loop/rounds.py)
+        q = rounds.ask_in_rounds(c, scores)
+        io.write_parquet(c.dir / "queries.parquet", q)
+        return q
     asked = scores[scores["selected"]].sort_values("rank").reset_index(drop=True)
-    q = c.method.questions(asked[["sample_id", "asked_class", "score", "rank", "strategy"]].copy())
+    why = [col for col in QUESTION_COLUMNS if col in asked.columns]  # a strategy that chose the class
+    q = c.method.questions(asked[["sample_id", "asked_class", "score", "rank", "strategy", *why]].copy())
     got = c.oracle.answer(q[["sample_id", "asked_class"]], c.asking)
     for column in got.columns:
         q[column] = got[column].to_numpy()
@@ -94,7 +103,7 @@ def update_step(c: Cycle) -> pd.DataFrame:
     ctx = c.ctx
     pool = pools.read_pool(c.prev_pool)
     q = pd.read_parquet(c.dir / "queries.parquet")
-    new = c.method.apply(pool, q, c.k, ctx.num_classes)
+    new = rounds.apply_in_rounds(c.method.apply, pool, q, c.k, ctx.num_classes)
     pools.write_pool(c.dir / "pool.parquet", new, ctx.num_classes, num_samples=ctx.num_samples,
                      budget=c.method.spent_through(c.budgets(), c.k))
     rows = ledger.ledger_rows(

@@ -46,6 +46,8 @@ class Oracle:
     """Answers questions, or says it is waiting (`sheets.AnswersMissing`). Subclass and register."""
 
     name: ClassVar[str]
+    #: it answers from labels it holds before anyone asks (`truth`): counterfactual arms may run with it
+    knows_truth: ClassVar[bool] = False
 
     def answer(self, questions: pd.DataFrame, at: Asking) -> pd.DataFrame:
         """Answers to `questions` (DataFrame[sample_id, asked_class], n rows), in their order."""
@@ -58,6 +60,16 @@ class Oracle:
 
     def keep(self, at: Asking, why: str) -> None:
         """Save what a person wrote in a cycle folder before the folder is deleted."""
+
+    def truth(self, ids: np.ndarray, at: Asking) -> np.ndarray:
+        """[n] the labels it would answer from for samples `ids` [n], without asking: only for
+        a counterfactual arm (`pipeline.selection.onebit_aware`), and only from an oracle that
+        holds them (`knows_truth`)."""
+        raise sheets.OracleError(
+            f"a counterfactual arm (arm {at.arm}) reads the ground truth before asking, which only an oracle that "
+            f"knows it can give; the {self.name!r} oracle cannot (a person answers only what is asked). Run the arm "
+            "with oracle.kind: simulated, or remove it from arms."
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -75,6 +87,10 @@ class Simulated(Oracle):
     """The ground truth answers: yes iff the true label is the asked class; a label question gets the true label."""
 
     name = "simulated"
+    knows_truth = True
+
+    def truth(self, ids: np.ndarray, at: Asking) -> np.ndarray:
+        return at.ctx.train_labels[np.asarray(ids, dtype=np.int64)].astype(np.int64)
 
     def answer(self, questions: pd.DataFrame, at: Asking) -> pd.DataFrame:
         truth = at.ctx.train_labels[questions["sample_id"].to_numpy()]

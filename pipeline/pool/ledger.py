@@ -25,6 +25,18 @@ asked_at       str        human oracle: UTC ISO-8601 time the person gave the an
                           ``answered_at`` in the answer store); simulated oracle: <NA>
 =============  =========  ==================================================================
 
+Three optional columns appear only in the ledger of an arm whose strategy chooses the class
+to ask (`Strategy.question_rule`, e.g. ``eig``) or that asks follow-up questions
+(``rounds`` > 1), so every other arm's ledger is byte for byte what it was without them:
+
+==============  =======  ================================================================
+question_rule   str      how asked_class was chosen: ``predicted`` (the argmax over the
+                         classes not yet denied, the paper's question) or the strategy's rule
+question_score  float64  the per-pair score that chose asked_class (NaN for ``predicted``)
+round           int64    the round of the cycle (1 …); a sample answered *no* may be asked
+                         again about another class in a later round of the same cycle
+==============  =======  ================================================================
+
 No column of a simulated oracle's ledger holds a wall-clock time, so with the same
 inputs the file is byte-identical on a rerun and after a kill and resume. A human
 oracle's ledger carries the answer store's times, so it too is the same on a rerun.
@@ -64,6 +76,9 @@ COLUMN_DTYPES: dict[str, str] = {
     "asked_at": "str",
 }
 COLUMNS: tuple[str, ...] = tuple(COLUMN_DTYPES)
+#: optional columns (module docstring), kept only where some row has them, with the value a row without them gets
+OPTIONAL_DTYPES: dict[str, str] = {"question_rule": "str", "question_score": "float64", "round": "int64"}
+OPTIONAL_DEFAULTS: dict[str, object] = {"question_rule": "predicted", "question_score": float("nan"), "round": 1}
 _SORT = ["cycle", "kind", "rank", "sample_id"]
 
 
@@ -71,20 +86,27 @@ class LedgerError(ObcpError):
     """Bad ledger rows, or a ledger file that is missing, unreadable or inconsistent."""
 
 
-def deterministic_columns() -> list[str]:
+def deterministic_columns(ledger: pd.DataFrame | None = None) -> list[str]:
     """Columns equal between two recordings of the same answers (all but asked_at, which
-    is <NA> for a simulated oracle and the recording time for a human one)."""
-    return [c for c in COLUMNS if c != "asked_at"]
+    is <NA> for a simulated oracle and the recording time for a human one), with the
+    optional columns `ledger` has."""
+    optional = [] if ledger is None else [c for c in OPTIONAL_DTYPES if c in ledger.columns]
+    return [c for c in COLUMNS if c != "asked_at"] + optional
 
 
 def _conform(frame: pd.DataFrame) -> pd.DataFrame:
-    """The ledger columns in canonical order and dtypes."""
+    """The ledger columns in canonical order and dtypes; the optional columns where present
+    (missing values of a present one, e.g. rows of a cycle written without it, get its default)."""
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise LedgerError(
             f"ledger rows lack column(s) {missing}; build rows with pipeline.pool.ledger.ledger_rows."
         )
-    return pd.DataFrame({c: frame[c].astype(dtype) for c, dtype in COLUMN_DTYPES.items()}).reset_index(drop=True)
+    columns = {c: frame[c].astype(dtype) for c, dtype in COLUMN_DTYPES.items()}
+    for c, dtype in OPTIONAL_DTYPES.items():
+        if c in frame.columns:
+            columns[c] = frame[c].where(frame[c].notna(), OPTIONAL_DEFAULTS[c]).astype(dtype)
+    return pd.DataFrame(columns).reset_index(drop=True)
 
 
 def empty() -> pd.DataFrame:
@@ -139,7 +161,11 @@ def ledger_rows(
         raise LedgerError(f"{kind} queries lack column(s) {missing}; expected {need}.")
     n = len(queries)
     ids = queries["sample_id"].to_numpy().astype(np.int64)
-    if np.unique(ids).size != n:
+    if "round" in queries.columns:  # follow-up questions: once per round, never the same question twice
+        if queries.duplicated(["sample_id", "round"]).any() or queries.duplicated(["sample_id", "asked_class"]).any():
+            raise LedgerError("a cycle's queries repeat a sample_id within a round, or a question (sample_id, "
+                              "asked_class); each sample is asked at most once per round, each question once.")
+    elif np.unique(ids).size != n:
         raise LedgerError("a cycle's queries repeat a sample_id; each sample is asked at most once per cycle.")
     if true_labels is None:
         if "true_label" in queries.columns:
@@ -169,9 +195,11 @@ def ledger_rows(
         stamps = queries["answered_at"].astype(str).tolist()
     else:
         stamps = [pd.NA] * n
+    optional = {c: queries[c].to_numpy() for c in OPTIONAL_DTYPES if c in queries.columns}
     return _conform(
         pd.DataFrame(
             {
+                **optional,
                 "cycle": np.full(n, int(cycle)),
                 "epoch": np.full(n, int(epoch)),
                 "sample_id": ids,

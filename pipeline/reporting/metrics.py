@@ -72,10 +72,13 @@ def run_metrics(params: Params, layout: Layout, arm_name: str, seed: int, *, num
         points.append(point(k, m["bits_used"], m["test"], m.get("yes", 0), m["asked"], m.get("selection")))
     for k, p in enumerate(points):
         with_top1_source(p, manifests[k].get("audit") if k < len(manifests) else None)
-    switches = {k: v for k, v in as_dict(arm).items() if k not in ("method", "strategy")}
-    return {
+    switches = {k: v for k, v in as_dict(arm).items() if k not in ("method", "strategy", "rounds")}
+    doc = {
         "arm": arm_name, "seed": seed, "method": arm.method, "strategy": arm.strategy, "switches": switches,
         "num_classes": num_classes, "num_train": num_train,
         "final": {k: v for k, v in points[-1].items() if k not in ("cycle", "yes", "asked", "selection")},
         "points": points,
     }
+    if arm.rounds != 1:  # follow-up questions (pipeline/loop/rounds.py); absent otherwise, as before
+        doc["rounds"] = arm.rounds
+    return doc

@@ -25,6 +25,7 @@ from matplotlib import patheffects  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from pipeline.reporting import coldstart  # noqa: E402
 from pipeline.reporting import results as res  # noqa: E402
 from pipeline.core.config import ArmParams  # noqa: E402
 from pipeline.selection.diagnostics import QUALITY, TITLES  # noqa: E402
@@ -572,6 +573,7 @@ def write_report(results: pd.DataFrame, arms: Mapping[str, ArmParams], ledgers: 
            "[results.csv](results.csv)."),
         ("Equal bits (Table 3)", (figs / "equal_bits.md").read_text()),
         ("Ablations (Table 4)", (figs / "ablations.md").read_text()),
+        coldstart.section(results),  # cycle 1 against stage 1, flagging an arm that loses accuracy
     ]
     index = reports / "index.md"
     write_text(index, index_markdown(entries, reports, sections, header))

@@ -11,8 +11,14 @@ lower sample_id and NaN scores come last (`pipeline.selection.ranking`).
 - A *batch* strategy (`per_sample = False`) sees every candidate at once and returns
   scores whose top `k` are its picks (e.g. k-center greedy: the pick order, NaN for the rest).
 
+A strategy also says which class each candidate is asked about (:meth:`Strategy.ask`): by
+default the predicted class (the argmax over the classes not yet denied), as the paper
+does; a one-bit-aware strategy (`pipeline.selection.onebit_aware`) sets `question_rule`
+and chooses the class itself, returning its per-pair score, which the ledger records.
+
 Register an instance in `pipeline.core.registry.STRATEGIES` (built-ins in
-`pipeline.selection.strategies`; a project's own through `plugins:` in params.yaml).
+`pipeline.selection.strategies` and `pipeline.selection.onebit_aware`; a project's own
+through `plugins:` in params.yaml).
 """
 from __future__ import annotations
 
@@ -26,8 +32,13 @@ from pipeline.method.history import PredictionHistory
 
 #: inputs a strategy may declare: the asking network's clean-view softmax [n, C]; the Eq. 7
 #: prediction history; penultimate-layer embeddings [n, D]; MC-dropout softmax samples
-#: [T, n, C]; last-layer gradient embeddings [n, D·C]; the labeled set's embeddings [m, D]
-INPUTS: tuple[str, ...] = ("probs", "history", "embeddings", "mc_probs", "grad_embeddings", "labeled_embeddings")
+#: [T, n, C]; last-layer gradient embeddings [n, D·C]; the labeled set's embeddings [m, D];
+#: the ground truth [n] as only an oracle that knows it gives it (counterfactual arms: a
+#: human oracle refuses them)
+INPUTS: tuple[str, ...] = ("probs", "history", "embeddings", "mc_probs", "grad_embeddings", "labeled_embeddings",
+                           "truth")
+#: `Strategy.question_rule` of the paper's question: the predicted class among those not yet denied
+PREDICTED = "predicted"
 _PROB_TOLERANCE = 1e-2
 
 
@@ -72,7 +83,10 @@ class Candidates:
 
     ids [n] int64; probs [n, C] float; history: the Eq. 7 :class:`PredictionHistory`
     (indexed by sample_id); embeddings [n, D]; mc_probs [T, n, C]; grad_embeddings [n, E];
-    labeled_embeddings [m, D]; seed: this query's seed (seed·1000 + cycle).
+    labeled_embeddings [m, D]; seed: this query's seed (seed·1000 + cycle); denied [n, C]
+    bool: the classes the oracle already denied (earlier cycles, and earlier rounds of this
+    cycle; always given by the loop); truth [n] int64: the label the oracle would answer
+    from (only for a strategy that declares "truth", and only from an oracle that knows it).
     """
 
     ids: np.ndarray
@@ -83,9 +97,22 @@ class Candidates:
     grad_embeddings: np.ndarray | None = None
     labeled_embeddings: np.ndarray | None = None
     seed: int = 0
+    denied: np.ndarray | None = None
+    truth: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.ids.size)
+
+
+@dataclass(frozen=True)
+class Questions:
+    """The question asked about each candidate: classes [n] int64 (never a denied class);
+    scores [n] float64, the per-pair score that chose the class (NaN under the paper's rule);
+    rule: how the class was chosen (`Strategy.question_rule`), recorded in the ledger."""
+
+    classes: np.ndarray
+    scores: np.ndarray
+    rule: str = PREDICTED
 
 
 class Strategy:
@@ -94,16 +121,39 @@ class Strategy:
     name: ClassVar[str]
     needs: ClassVar[frozenset[str]] = frozenset({"probs"})
     per_sample: ClassVar[bool] = True  # scores of a chunk do not depend on the other candidates
+    #: how the asked class is chosen: PREDICTED (the paper; `ask` is not overridden) or the
+    #: name of the strategy's own rule (it overrides `ask`; the ledger records the rule and score)
+    question_rule: ClassVar[str] = PREDICTED
 
     def scores(self, cands: Candidates, k: int) -> np.ndarray:
         raise NotImplementedError
+
+    def ask(self, cands: Candidates) -> Questions:
+        """The class to ask about each candidate: the argmax of `cands.probs` over the classes
+        not in `cands.denied` (ties to the lowest class), the paper's question."""
+        from pipeline.selection.ranking import asked_classes
+
+        n = len(cands)
+        denied = cands.denied if cands.denied is not None else np.zeros(np.shape(cands.probs), dtype=bool)
+        return Questions(classes=asked_classes(cands.probs, denied), scores=np.full(n, np.nan))
+
+    def configured(self, params) -> "Strategy":
+        """This strategy with its settings from `params` (a `Params`): itself unless it reads
+        some (e.g. `expected_gain`'s values of a yes and a no)."""
+        return self
+
+    def check_params(self, params) -> list[str]:
+        """Problems with the settings this strategy reads from `params` (checked at validation)."""
+        return []
 
     def check(self, cands: Candidates) -> None:
         """Raise `SelectionError` naming a declared input that is missing."""
         for need in self.needs:
             if getattr(cands, need) is None:
                 what = {"history": "the prediction history (Eq. 7); pass history=",
-                        "probs": "the current model's probabilities [n, C]; pass probs="}.get(need, need)
+                        "probs": "the current model's probabilities [n, C]; pass probs=",
+                        "truth": "the ground truth [n], which only an oracle that knows it gives (a "
+                                 "counterfactual arm: a human oracle cannot run it); pass truth="}.get(need, need)
                 raise SelectionError(f"strategy {self.name!r} needs {what}.")
 
     def __repr__(self) -> str:

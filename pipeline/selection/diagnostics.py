@@ -88,7 +88,7 @@ def selection_quality(scores: pd.DataFrame, queries: pd.DataFrame,
 
     Args:
         scores: the cycle's `scores.parquet`: one row per candidate with `score`,
-            `asked_class`, `pred_prob` and `selected`.
+            `asked_class` and `pred_prob` (the asked samples are the queries' sample ids).
         queries: the cycle's `queries.parquet`: one row per question with `answer`
             (bool) and `asked_class` (-1 for a full label) and `label_given`.
         true_labels: [N] ground-truth train labels, indexed by sample_id.
@@ -101,7 +101,8 @@ def selection_quality(scores: pd.DataFrame, queries: pd.DataFrame,
         rate, bits = yes_rate(answers), answer_entropy_bits(answers)
     truth = np.asarray(true_labels)[scores["sample_id"].to_numpy(dtype=np.int64)]
     wrong = scores["asked_class"].to_numpy() != truth
-    selected = scores["selected"].to_numpy(dtype=bool)
+    # the samples asked (with follow-up rounds, not always the ranking's top k: pipeline/loop/rounds.py)
+    selected = scores["sample_id"].isin(queries["sample_id"]).to_numpy(dtype=bool)
     conf = float(scores["pred_prob"].to_numpy(dtype=np.float64)[selected].mean()) if selected.any() else math.nan
     values = {
         "yes_rate": rate,

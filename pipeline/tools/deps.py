@@ -6,7 +6,7 @@ included: the closure over-approximates, which is the safe side), and the packag
 `__init__` of each. The registries (`pipeline.core.registry`) import their built-in
 strategies, methods and oracles by name when names are checked: that happens in a stage
 whose script calls `load_params`/`open_run` without `names=False`, or that imports a
-module using a registry other than `pipeline.core.config`.
+module other than `pipeline.core.config` that looks a registry up (registering does not).
 
 `missing_deps(root)` lists, per stage, the files it runs that no `deps:` path covers;
 tests/test_deps.py fails on any. Changing any file a stage runs must rerun that stage.
@@ -87,7 +87,27 @@ def checks_names(root: Path, script: Path, modules: set[str]) -> bool:
             if not off:
                 return True
     for module in modules - {_CONFIG, _REGISTRY}:
-        if _REGISTRY in _imports(root, module, module_file(root, module)):
+        path = module_file(root, module)
+        if _REGISTRY in _imports(root, module, path) and _looks_up(path):
+            return True
+    return False
+
+
+_REGISTRIES = {"STRATEGIES", "METHODS", "ORACLES"}
+
+
+def _looks_up(path: Path) -> bool:
+    """Whether a module looks a registry up (`.get`, `.names`, `in`, iteration), which imports
+    the built-ins; registering an entry (`.register`) does not."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in _REGISTRIES
+                and node.attr in ("get", "names")):
+            return True
+        if isinstance(node, ast.Compare) and any(isinstance(c, ast.Name) and c.id in _REGISTRIES
+                                                 for c in node.comparators):
+            return True
+        if isinstance(node, (ast.For, ast.comprehension)) and isinstance(node.iter, ast.Name) \
+                and node.iter.id in _REGISTRIES:
             return True
     return False
 

@@ -56,20 +56,22 @@ Echo = Callable[[str], None]
 
 @dataclass(frozen=True)
 class StudyLayout:
-    """Where the study's artifacts live, under the project `root`."""
+    """Where the study's artifacts live, under the project `root`; a named study (the spec's
+    `name`) in its own folders, data/studies/<name>/ and reports/<name>/."""
 
     root: Path
+    name: str | None = None
 
     @property
     def cells_dir(self) -> Path:
-        return self.root / "data" / "study"
+        return self.root / "data" / "study" if self.name is None else self.root / "data" / "studies" / self.name
 
     def cell_dir(self, cell: Cell) -> Path:
         return self.cells_dir / cell.dataset / cell.block / cell.variant
 
     @property
     def tables_dir(self) -> Path:
-        return self.root / "reports" / "study"
+        return self.report.parent / "study"
 
     @property
     def runs(self) -> Path:
@@ -81,7 +83,7 @@ class StudyLayout:
 
     @property
     def report(self) -> Path:
-        return self.root / "reports" / "study.md"
+        return self.root / "reports" / ("study.md" if self.name is None else f"{self.name}/study.md")
 
 
 @dataclass
@@ -420,7 +422,7 @@ def total_cells(spec: Spec) -> int:
 
 def run_study(spec: Spec, root: Path, *, only: Sequence[str] = (), echo: Echo = print) -> Study:
     """Run every cell of `spec` not yet finished (those matching an `only` glob, when given)."""
-    layout = StudyLayout(Path(root).resolve())
+    layout = StudyLayout(Path(root).resolve(), spec.name)
     dvc = dvc_command()
     with _locked(layout):
         study = Study(spec, layout, code_hash(layout.root))

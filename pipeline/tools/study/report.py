@@ -26,7 +26,7 @@ from scipy import stats
 from pipeline.reporting import plots
 from pipeline.core.io import write_csv, write_text
 from pipeline.reporting.results import markdown_table, pct, seed_std, signed_pct
-from pipeline.tools.study.rule import Pick, pick
+from pipeline.tools.study.rule import ArmPick, Pick, pick, pick_arm
 from pipeline.tools.study.spec import Spec, StudyError, base_params
 from pipeline.tools.study.table import KEYS, STANDARD, final_points
 
@@ -268,8 +268,13 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
     first = {name: next(iter(b.variants)) for name, b in spec.blocks.items()}
     p_arms = paired_arms(runs, rule_arm)
     p_vars = paired_variants(runs, rule_arm, first)
-    chosen = pick(runs, block=spec.rule.block, arm=rule_arm, variants=list(spec.blocks[spec.rule.block].variants),
-                  datasets=spec.rule_datasets, seeds=spec.seeds)
+    if spec.rule.kind == "arms":
+        chosen = pick_arm(runs, block=spec.rule.block, reference=rule_arm, candidates=spec.rule.candidates,
+                          datasets=spec.rule_datasets, seeds=spec.seeds)
+    else:
+        chosen = pick(runs, block=spec.rule.block, arm=rule_arm,
+                      variants=list(spec.blocks[spec.rule.block].variants), datasets=spec.rule_datasets,
+                      seeds=spec.seeds)
     write_csv(tables / "summary.csv", summ)
     write_csv(tables / "paired.csv", pd.concat([p_arms, p_vars], ignore_index=True) if len(p_vars) else p_arms)
     write_csv(tables / "rule.csv", chosen.ranking)
@@ -283,8 +288,14 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
              "[study/rule.csv](study/rule.csv).", "",
              "## The rule (pre-registered)", ""]
     lines += [f"> {line}" if line else ">" for line in spec.rule.text.splitlines()]
-    lines += ["", f"Implemented by `pipeline.tools.study.rule.pick` (block `{spec.rule.block}`, arm `{rule_arm}`, "
-                  f"final test top-1, datasets {', '.join(f'`{d}`' for d in spec.rule_datasets)}).", "", "## The grid", ""]
+    if spec.rule.kind == "arms":
+        lines += ["", f"Implemented by `pipeline.tools.study.rule.pick_arm` (block `{spec.rule.block}`, reference "
+                      f"`{rule_arm}`, candidates {', '.join(f'`{c}`' for c in spec.rule.candidates)}, final test "
+                      f"top-1, datasets {', '.join(f'`{d}`' for d in spec.rule_datasets)}).", "", "## The grid", ""]
+    else:
+        lines += ["", f"Implemented by `pipeline.tools.study.rule.pick` (block `{spec.rule.block}`, arm `{rule_arm}`, "
+                      f"final test top-1, datasets {', '.join(f'`{d}`' for d in spec.rule_datasets)}).", "",
+                  "## The grid", ""]
     lines += _grid_section(spec)
     if cells is not None and len(cells):
         view = cells[["cell", "status", "attempts", "wall_s", "stages_ran", "from_run_cache"]]
@@ -325,11 +336,31 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
                                      f"{key} per query cycle, {dataset}, block {block.name} (mean ± std over seeds)")
                 if png is not None:
                     lines += [f"![{key}, {dataset}]({_rel(png, out.parent)})", ""]
+    if isinstance(chosen, ArmPick):
+        lines += ["## The rule's pick", "", f"**{chosen.reason}.**", "", markdown_table(_arm_rank_view(chosen, spec)),
+                  f"Each arm's final top-1 minus `{rule_arm}`'s, paired by dataset and seed and pooled, in "
+                  "percentage points with its 95 % t-interval; the candidates compete, the other arms are listed "
+                  "for the record."]
+        write_text(out, "\n".join(lines).rstrip("\n") + "\n")
+        return out
     lines += ["## The rule's pick", "", f"**{chosen.reason}.**", "", markdown_table(_rank_view(chosen, spec))]
     if chosen.variant is not None:
         lines += _implied_params(spec, chosen, root)
     write_text(out, "\n".join(lines).rstrip("\n") + "\n")
     return out
+
+
+def _arm_rank_view(chosen: ArmPick, spec: Spec) -> pd.DataFrame:
+    r = chosen.ranking
+    view = pd.DataFrame({"picked": ["✓" if a == chosen.arm else "" for a in r["arm"]], "arm": r["arm"],
+                         "role": r["role"]})
+    for col in [*spec.rule_datasets, "mean"]:
+        view[col] = [pct(v, digits=2) for v in r[col]]
+    view[f"minus {spec.rule.arm} (pp)"] = [
+        "—" if role == "reference" else f"{signed_pct(m, 2)} [{signed_pct(lo, 2)}, {signed_pct(hi, 2)}] (n={n})"
+        for role, m, lo, hi, n in zip(r["role"], r["diff_mean"], r["lo"], r["hi"], r["n"])]
+    view["seeds"] = r["seeds"]
+    return view
 
 
 def _rank_view(chosen: Pick, spec: Spec) -> pd.DataFrame:

@@ -28,6 +28,23 @@ A spec is YAML (the committed one is ``pipeline/tools/study/study.yaml``)::
         arms: [obcp]
         variants: {qt1: {query_times: 1}, qt4: {query_times: 4}}
 
+Two optional top-level keys: ``name`` (a folder name: the study's cells go to
+``data/studies/<name>/`` and its report to ``reports/<name>/study.md``, so it never touches
+the committed study's) and ``arms`` (a mapping of arm name → arm settings that replaces every
+dataset's arms: the same arms, with the same settings, everywhere). The rule picks a variant
+(``kind: variants``, the default, as above) or an arm (``kind: arms``)::
+
+    rule:
+      kind: arms
+      block: main
+      arm: obcp                                  #   the reference: today's default
+      candidates: [eig, expected_gain]           #   the arms that may replace it
+      text: ...
+
+(`pipeline.tools.study.rule.pick_arm`: the candidate with the highest mean final top-1 over
+the datasets replaces the reference when its paired difference against it, pooled over every
+dataset × seed, has a 95 % t-interval above 0.)
+
 Overrides are dotted keys (``loss.lambda_neg: 0.2``; a nested mapping means the same). ``seeds``
 and ``arms`` cannot be overridden: seeds are the spec's (or the block's: e.g. fresh seeds that
 test the picked variant on runs the rule never saw), and arms are chosen per block by name,
@@ -80,12 +97,17 @@ class Block:
     seeds: tuple[int, ...] | None = None  # None: the spec's seeds
 
 
+RULE_KINDS = ("variants", "arms")
+
+
 @dataclass(frozen=True)
 class Rule:
     block: str
-    arm: str
+    arm: str  # kind variants: the arm whose final top-1 decides; kind arms: the reference arm
     text: str
     datasets: tuple[str, ...] = ()  # the datasets the rule averages over; () = every dataset of the spec
+    kind: str = "variants"  # variants: pick a variant of the block; arms: pick an arm among `candidates`
+    candidates: tuple[str, ...] = ()  # kind arms: the arms that may replace `arm`
 
 
 @dataclass(frozen=True)
@@ -96,6 +118,8 @@ class Spec:
     datasets: dict[str, DatasetSpec]
     rule: Rule
     blocks: dict[str, Block]
+    name: str | None = None  # the study's own folders (data/studies/<name>/, reports/<name>/); None: the committed
+    arms: dict[str, Any] | None = None  # every dataset's arms (replacing its params' arms); None: the params'
 
     @property
     def rule_datasets(self) -> list[str]:
@@ -203,7 +227,15 @@ def parse_spec(raw: Any, path: Path) -> Spec:
     problems: list[str] = []
     if not isinstance(raw, dict):
         raise StudyError(f"study spec {path} is not a mapping of keys (see pipeline/tools/study/spec.py for the format).")
-    _known(raw, ("title", "seeds", "datasets", "rule", "blocks"), "", problems)
+    _known(raw, ("title", "name", "seeds", "datasets", "arms", "rule", "blocks"), "", problems)
+    study_name = raw.get("name")
+    if study_name is not None:
+        study_name = _name(study_name, "name", problems)
+    spec_arms = raw.get("arms")
+    if spec_arms is not None and (not isinstance(spec_arms, dict) or not spec_arms
+                                  or not all(isinstance(v, dict) for v in spec_arms.values())):
+        problems.append(f"arms: expected a non-empty mapping of arm name → settings, got {spec_arms!r}")
+        spec_arms = None
 
     seeds = _seeds(raw.get("seeds"), "seeds", problems)
 
@@ -240,7 +272,29 @@ def parse_spec(raw: Any, path: Path) -> Spec:
     if not isinstance(rule_raw, dict):
         problems.append("rule: expected a mapping with `block`, `arm` and `text`")
     else:
-        _known(rule_raw, ("block", "arm", "text", "datasets"), "rule", problems)
+        _known(rule_raw, ("block", "arm", "text", "datasets", "kind", "candidates"), "rule", problems)
+        kind = rule_raw.get("kind", "variants")
+        if kind not in RULE_KINDS:
+            problems.append(f"rule.kind: expected one of {', '.join(RULE_KINDS)}, got {kind!r}")
+        candidates = rule_raw.get("candidates", [])
+        if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
+            problems.append(f"rule.candidates: expected a list of arm names, got {candidates!r}")
+            candidates = []
+        if kind == "arms":
+            block_arms = blocks.get(str(rule_raw.get("block") or ""))
+            known = set(spec_arms) if spec_arms is not None else None
+            if block_arms is not None and block_arms.arms is not None:
+                known = set(block_arms.arms) if known is None else known & set(block_arms.arms)
+            if not candidates:
+                problems.append("rule.candidates: a rule of kind `arms` needs the arms that may replace `rule.arm`")
+            if rule_raw.get("arm") in candidates:
+                problems.append("rule.candidates: the reference arm `rule.arm` cannot be a candidate")
+            if known is not None:
+                missing = [c for c in candidates if c not in known]
+                if missing:
+                    problems.append(f"rule.candidates: {missing} do not run in block {rule_raw.get('block')!r}")
+        elif candidates:
+            problems.append("rule.candidates: only a rule of kind `arms` has candidates")
         chosen = rule_raw.get("datasets", [])
         if not isinstance(chosen, list) or not all(isinstance(d, str) for d in chosen):
             problems.append(f"rule.datasets: expected a list of dataset names, got {chosen!r}")
@@ -249,7 +303,7 @@ def parse_spec(raw: Any, path: Path) -> Spec:
         if unknown:
             problems.append(f"rule.datasets: {unknown} are not datasets of the spec (datasets: {list(datasets)})")
         rule = Rule(str(rule_raw.get("block") or ""), str(rule_raw.get("arm") or ""),
-                    str(rule_raw.get("text") or "").strip(), tuple(chosen))
+                    str(rule_raw.get("text") or "").strip(), tuple(chosen), str(kind), tuple(candidates))
         if not rule.text:
             problems.append("rule.text: the rule in words is required (the report quotes it verbatim)")
         if not rule.arm:
@@ -262,9 +316,12 @@ def parse_spec(raw: Any, path: Path) -> Spec:
                 problems.append(f"blocks.{rule.block}.seeds: the rule's block runs the spec's seeds")
             if blocks[rule.block].base == "rule":
                 problems.append(f"blocks.{rule.block}.base: the rule's own block cannot start from the rule's pick")
-            arms = blocks[rule.block].arms
-            if arms is not None and rule.arm not in arms:
-                problems.append(f"rule.arm: {rule.arm!r} does not run in block {rule.block!r} (arms: {list(arms)})")
+            block_arms = blocks[rule.block].arms
+            if block_arms is not None and rule.arm not in block_arms:
+                problems.append(f"rule.arm: {rule.arm!r} does not run in block {rule.block!r} "
+                                f"(arms: {list(block_arms)})")
+            if spec_arms is not None and rule.arm not in spec_arms:
+                problems.append(f"rule.arm: {rule.arm!r} is not one of the spec's arms ({list(spec_arms)})")
             for b in order[:order.index(rule.block)]:
                 if blocks[b].base == "rule":
                     problems.append(f"blocks.{b}.base: a block that starts from the rule's pick must come after "
@@ -273,7 +330,8 @@ def parse_spec(raw: Any, path: Path) -> Spec:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise StudyError(f"study spec {path} is invalid ({len(problems)} problem{'s' * (len(problems) > 1)}):\n"
                          f"{lines}\nFix these keys (the format is in pipeline/tools/study/spec.py) and run again.")
-    return Spec(path, str(raw.get("title") or "Study"), tuple(seeds), datasets, rule, blocks)
+    return Spec(path, str(raw.get("title") or "Study"), tuple(seeds), datasets, rule, blocks, study_name,
+                copy.deepcopy(spec_arms))
 
 
 def _seeds(value: Any, where: str, problems: list[str]) -> list[int]:
@@ -316,6 +374,8 @@ def base_params(spec: Spec, dataset: str, root: Path) -> dict[str, Any]:
         raise StudyError(f"datasets.{dataset}: {path} is not valid YAML ({exc}).") from None
     if not isinstance(raw, dict):
         raise StudyError(f"datasets.{dataset}: {path} is not a params mapping.")
+    if spec.arms is not None:  # the spec's arms, the same for every dataset
+        raw = {**raw, "arms": copy.deepcopy(spec.arms)}
     return apply_overrides(raw, ds.overrides)
 
 
