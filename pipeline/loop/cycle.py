@@ -161,6 +161,7 @@ def cycle_key(c: Cycle) -> dict:
                 "seed": c.ctx.seed,
                 "nproc": dist.world_size(),
                 **c.method.own_params(p),  # e.g. `onebit`: shapes only that method's arms
+                **({"audit": p.audit} if p.audit.size else {}),
             }
         ),
     }

@@ -25,7 +25,7 @@ from pipeline.loop.runs import evaluate_model, fresh_state, loop_config
 from pipeline.loop.train import echo, load_checkpoint, pool_view, split_log, train_epochs
 from pipeline.method.history import cycle_history, load_query_history
 from pipeline.pool import ledger, pools
-from pipeline.selection import diagnostics
+from pipeline.selection import audit
 from pipeline.selection.ranking import select_top
 
 if TYPE_CHECKING:
@@ -71,6 +71,8 @@ def score_step(c: Cycle) -> pd.DataFrame | None:
         extra={k: scored[k].to_numpy() for k in scored.columns if k not in COLUMNS[:2]},
     )  # every candidate, ranked
     ranked["selected"] = ranked["rank"] <= c.budget
+    if ctx.params.audit.size:  # a random audit set inside the budget estimates top-1 without a val/ folder
+        ranked = audit.choose(ranked, budget=c.budget, size=ctx.params.audit.size, seed=ctx.seed * 1000 + c.k)
     ranked["strategy"] = strategy.name
     io.write_parquet(c.dir / "scores.parquet", ranked)
     return ranked
@@ -94,6 +96,8 @@ def oracle_step(c: Cycle) -> pd.DataFrame:
     got = c.oracle.answer(q[["sample_id", "asked_class"]], c.asking)
     for column in got.columns:
         q[column] = got[column].to_numpy()
+    if "audit" in asked:
+        q["audit"] = asked["audit"].to_numpy()
     io.write_parquet(c.dir / "queries.parquet", q)
     return q
 
@@ -159,16 +163,18 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
         test = evaluate_model(ctx, state.model)
         seconds["evaluate"] = round(time.perf_counter() - t1, 4)
         queries = pd.read_parquet(c.dir / "queries.parquet")
+        scores = pd.read_parquet(c.dir / "scores.parquet")
         manifest = {
             **key,
             "counts": pools.summary(pool).as_dict(),
             "asked": int(len(queries)),
             "bits_used": pools.bits_used(pool, ctx.num_classes),
             "yes": int(queries["answer"].fillna(False).astype(bool).sum()),
-            # selection quality at query time (pipeline/selection/diagnostics.py; AUROC reads ground truth)
-            "selection": diagnostics.selection_quality(pd.read_parquet(c.dir / "scores.parquet"), queries,
-                                                       ctx.train_labels),
+            # selection quality at query time (pipeline/selection/diagnostics.py; AUROC reads ground truth,
+            # and is None with a note where it is unknown; audit questions left out)
+            "selection": audit.selection_quality(scores, queries, ctx.train_labels),
             "test": test,
+            **({"audit": estimate} if (estimate := audit.estimate(scores, queries)) else {}),
         }
         io.write_json(c.dir / "manifest.json", manifest)
         # wall-clock times live outside DVC's outputs, so a rerun gives the same manifest
