@@ -113,6 +113,24 @@ class OnebitParams:
 
 
 @dataclass(frozen=True)
+class BaselineParams:
+    """Settings of the conventional active learners' strategies (docs/baselines.md); only the arms
+    whose strategy reads a setting are redone when it changes (`Strategy.own_params`)."""
+
+    mc_samples: int = 20  # T: dropout forward passes per candidate (mc_dropout, bald)
+    dropout: float = 0.5  # p: dropout on the penultimate features before the classifier (mc_dropout, bald)
+    ensemble: int = 5  # E: independently seeded models (varratio)
+    typiclust_max_clusters: int = 500  # TypiClust: k-means clusters = min(|labeled| + k, this)
+    typiclust_knn: int = 20  # TypiClust: neighbours in the typicality (capped at half the cluster)
+    typiclust_min_cluster: int = 5  # TypiClust: clusters of at most this size are never picked from
+    vaal_epochs: int = 10  # VAAL: passes over the unlabeled pool training the VAE and discriminator
+    vaal_latent: int = 32  # VAAL: latent dimension
+    ll4al_weight: float = 1.0  # LL4AL: λ of the loss-prediction loss
+    ll4al_margin: float = 1.0  # LL4AL: margin ξ of the ranking loss
+    ll4al_joint: float = 0.6  # LL4AL: share of each cycle's epochs whose head gradient reaches the backbone
+
+
+@dataclass(frozen=True)
 class OracleParams:
     kind: str = "simulated"  # who answers: simulated (the ground truth) | human (a person)
 
@@ -146,6 +164,7 @@ class Params:
     loss: LossParams = field(default_factory=LossParams)
     selection: SelectionParams = field(default_factory=SelectionParams)
     onebit: OnebitParams = field(default_factory=OnebitParams)
+    baselines: BaselineParams = field(default_factory=BaselineParams)
     oracle: OracleParams = field(default_factory=OracleParams)
     ddp: DdpParams = field(default_factory=DdpParams)
     seeds: tuple[int, ...] = (0,)  # init_pool … evaluate run once per seed; results: mean ± std over seeds
@@ -275,6 +294,12 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
         "selection.m": p.selection.m,
         "selection.t": p.selection.t,
         "ddp.nproc": p.ddp.nproc,
+        "baselines.mc_samples": p.baselines.mc_samples,
+        "baselines.ensemble": p.baselines.ensemble,
+        "baselines.typiclust_max_clusters": p.baselines.typiclust_max_clusters,
+        "baselines.typiclust_knn": p.baselines.typiclust_knn,
+        "baselines.vaal_epochs": p.baselines.vaal_epochs,
+        "baselines.vaal_latent": p.baselines.vaal_latent,
     }
     for path, v in pos_int.items():
         if isinstance(v, int) and not isinstance(v, bool) and v < 1:
@@ -292,11 +317,14 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
         "contrastive.hard_negatives": p.contrastive.hard_negatives,
         "onebit.consistency": p.onebit.consistency,
         "onebit.rampup_epochs": p.onebit.rampup_epochs,
+        "baselines.typiclust_min_cluster": p.baselines.typiclust_min_cluster,
+        "baselines.ll4al_weight": p.baselines.ll4al_weight,
+        "baselines.ll4al_margin": p.baselines.ll4al_margin,
     }.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
             problems.append(f"{path}: must be ≥ 0, got {v}")
     for path, v in {"train.momentum": p.train.momentum, "contrastive.momentum": p.contrastive.momentum,
-                    "onebit.ema_decay": p.onebit.ema_decay}.items():
+                    "onebit.ema_decay": p.onebit.ema_decay, "baselines.dropout": p.baselines.dropout}.items():
         if isinstance(v, float) and not 0 <= v < 1:
             problems.append(f"{path}: must lie in [0, 1), got {v}")
     if isinstance(p.dataset.jpeg_quality, int) and not 1 <= p.dataset.jpeg_quality <= 100:
@@ -307,6 +335,8 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
     m, t = p.selection.m, p.selection.t
     if isinstance(m, int) and isinstance(t, int) and t > m:
         problems.append(f"selection.t: t ({t}) must be ≤ m ({m})")
+    if isinstance(p.baselines.ll4al_joint, float) and not 0 <= p.baselines.ll4al_joint <= 1:
+        problems.append(f"baselines.ll4al_joint: must lie in [0, 1], got {p.baselines.ll4al_joint}")
     _check_choice(p.dataset.name, DATASETS, "dataset.name", problems)
     _check_choice(p.model.arch, ARCHS, "model.arch", problems)
     _check_choice(p.selection.window, WINDOWS, "selection.window", problems)

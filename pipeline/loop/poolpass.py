@@ -13,7 +13,7 @@ Eq. 7 history pass does; only rank 0 gets the scored frame (the others get None)
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ from pipeline.selection.ranking import asked_classes
 
 COLUMNS = ["sample_id", "score", "asked_class", "pred_class", "pred_prob"]
 _EMBEDDED = frozenset({"embeddings", "grad_embeddings", "labeled_embeddings"})
+# per-sample arrays a pass yields where asked for (`pass_batches`' mc / members / loss_head), and
+# their sample axis: [T, b, C] and [E, b, C] along 1, [b] along 0
+_EXTRAS = {"mc_probs": 1, "ensemble_probs": 1, "predicted_loss": 0}
 
 
 def grad_embeddings(probs: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
@@ -52,17 +55,29 @@ def _gather(batches: list[PassBatch], embeddings: bool) -> PassBatch | None:
     if embeddings:
         f = batches[0].embeddings.shape[1] if batches else 0
         emb = dist.all_gather_varlen(cat([b.embeddings for b in batches], f, np.float32))
+    extras = {}
+    for name, axis in _EXTRAS.items():  # the baselines' arrays, gathered along their sample axis
+        if batches and getattr(batches[0], name) is not None:
+            local = np.concatenate([np.moveaxis(getattr(b, name), axis, 0) for b in batches])
+            extras[name] = (axis, dist.all_gather_varlen(torch.from_numpy(np.ascontiguousarray(local))).numpy())
     if not dist.is_main():
         return None
     order = np.argsort(ids.numpy(), kind="stable")
     return PassBatch(ids=ids.numpy()[order], probs=probs.numpy()[order],
-                     embeddings=None if emb is None else emb.numpy()[order])
+                     embeddings=None if emb is None else emb.numpy()[order],
+                     **{name: np.moveaxis(a[order], 0, axis) for name, (axis, a) in extras.items()})
+
+
+def _extras(b: PassBatch) -> dict[str, np.ndarray]:
+    """The baselines' arrays a batch carries, as `Candidates` fields."""
+    return {name: getattr(b, name) for name in _EXTRAS if getattr(b, name) is not None}
 
 
 def score_pool(
     model: ObCP, strategy: Strategy, ids: np.ndarray, k: int, *, denied: Callable[[np.ndarray], np.ndarray],
     run_pass: Callable[..., object], history: PredictionHistory | None = None, seed: int = 0,
     labeled_ids: np.ndarray | None = None, distributed: bool = False,
+    settings: Mapping[str, Any] | None = None, images: Any = None,
 ) -> pd.DataFrame | None:
     """Score the candidates `ids` [n] with `strategy` for a query of `k` questions.
 
@@ -70,15 +85,19 @@ def score_pool(
     asking network (:func:`pass_batches` with the model, beton and device bound);
     `denied(ids)` gives the [b, C] bool classes already denied. Returns, on rank 0,
     DataFrame[sample_id, score, asked_class, pred_class, pred_prob] (one row per candidate).
+    `settings` (the strategy's own params) and `images` (an `ImageSource`) are handed over as
+    they are; the arrays `run_pass` yields besides probs and embeddings (MC-dropout samples,
+    ensemble softmax, predicted loss) become the `Candidates` fields of the same names.
     """
+    lazy = {"settings": dict(settings or {}), "images": images, "labeled_ids": labeled_ids}
     needs = strategy.needs
     want_emb = bool(needs & _EMBEDDED)
     per_sample = strategy.per_sample and not distributed
     parts, kept = [], []
     for b in run_pass(ids, embeddings=want_emb, distributed=distributed):
         if per_sample:
-            parts.append(_frame(b, strategy.scores(Candidates(ids=b.ids, probs=b.probs, history=history, seed=seed),
-                                                   k), denied))
+            parts.append(_frame(b, strategy.scores(Candidates(ids=b.ids, probs=b.probs, history=history, seed=seed,
+                                                              **_extras(b), **lazy), k), denied))
         else:
             kept.append(b)
     if not per_sample:
@@ -93,7 +112,7 @@ def score_pool(
             ids=whole.ids, probs=whole.probs, history=history, seed=seed,
             embeddings=whole.embeddings if "embeddings" in needs else None,
             grad_embeddings=grad_embeddings(whole.probs, whole.embeddings) if "grad_embeddings" in needs else None,
-            labeled_embeddings=labeled,
+            labeled_embeddings=labeled, **_extras(whole), **lazy,
         )
         parts = [_frame(whole, strategy.scores(cands, k), denied)] if len(whole.ids) else []
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
@@ -103,8 +122,10 @@ def _concat(batches: list[PassBatch], embeddings: bool) -> PassBatch:
     if not batches:
         return PassBatch(ids=np.zeros(0, np.int64), probs=np.zeros((0, 0), np.float32),
                          embeddings=np.zeros((0, 0), np.float32) if embeddings else None)
+    extras = {name: np.concatenate([getattr(b, name) for b in batches], axis=axis)
+              for name, axis in _EXTRAS.items() if getattr(batches[0], name) is not None}
     return PassBatch(ids=np.concatenate([b.ids for b in batches]), probs=np.concatenate([b.probs for b in batches]),
-                     embeddings=np.concatenate([b.embeddings for b in batches]) if embeddings else None)
+                     embeddings=np.concatenate([b.embeddings for b in batches]) if embeddings else None, **extras)
 
 
 def _frame(b: PassBatch, scores: np.ndarray, denied: Callable[[np.ndarray], np.ndarray]) -> pd.DataFrame:

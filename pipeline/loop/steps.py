@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline.core import distributed as dist
 from pipeline.core import io
+from pipeline.loop import baselines
 from pipeline.loop.inference import pass_batches
 from pipeline.loop.poolpass import COLUMNS, score_pool
 from pipeline.loop.runs import evaluate_model, fresh_state, loop_config
@@ -53,12 +54,14 @@ def score_step(c: Cycle) -> pd.DataFrame | None:
         history = load_query_history(c.prev_dir / "history.npz", c.window)
     labeled = pool.loc[pool["status"] != "unlabeled", "sample_id"].to_numpy(dtype=np.int64)
     run_pass = partial(pass_batches, state.model, ctx.layout.beton("train"), device=ctx.device,
-                       num_workers=ctx.params.train.num_workers, teacher=c.method.asks_with_teacher)
+                       num_workers=ctx.params.train.num_workers, teacher=c.method.asks_with_teacher,
+                       **baselines.pass_options(c, state.model))  # the conventional learners' inputs
     scored = score_pool(
         state.model, strategy, ids, c.budget,
         denied=lambda b: pools.denied_matrix(pool, b, ctx.num_classes),
         run_pass=run_pass, history=history, seed=ctx.seed * 1000 + c.k,
         labeled_ids=labeled, distributed=ctx.distributed,
+        settings=strategy.own_params(ctx.params), images=baselines.images(c),
     )
     if not dist.is_main():
         return None
@@ -127,22 +130,28 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
     history = cycle_history(c.windows, c.query_epoch, c.retrain_until, ctx.num_samples, ctx.num_classes,
                             carried=c.prev_dir / "history.npz" if c.k > 1 and dist.is_main() else None)
     p = ctx.params
+    view = pool_view(pool, ctx.num_classes, c.arm)
+    plan = baselines.stage2_plan(c, c.method.loss_plan(c.arm, p.loss, p.onebit, p.train.stage1_epochs))
+    aux = baselines.loss_head(c, state.model)  # LL4AL's head (None for every other strategy)
     rows = train_epochs(
         state,
-        pool_view(pool, ctx.num_classes, c.arm),
-        c.method.loss_plan(c.arm, p.loss, p.onebit, p.train.stage1_epochs),
+        view,
+        plan,
         loop_config(ctx),
         until_epoch=c.retrain_until if until_epoch is None else until_epoch,
         history=history,
         log=log if dist.is_main() else None,
         progress=progress,
+        aux=aux,
     )
+    baselines.train_members(c, view, plan, c.retrain_until if until_epoch is None else until_epoch)
     manifest: dict = {}
     if dist.is_main():
         seconds = dict(seconds or {})
         io.save_torch(c.dir / "checkpoint.pt", state.state_dict())
         if history is not None:
             history.save(c.dir / "history.npz")
+        baselines.save_loss_head(c, aux)
         epochs, timings = split_log(rows)
         io.write_csv(c.dir / "log.csv", epochs)
         seconds["retrain"] = round(time.perf_counter() - t0, 4)

@@ -16,8 +16,8 @@ Register an instance in `pipeline.core.registry.STRATEGIES` (built-ins in
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator, Mapping, Protocol
 
 import numpy as np
 
@@ -27,7 +27,10 @@ from pipeline.method.history import PredictionHistory
 #: inputs a strategy may declare: the asking network's clean-view softmax [n, C]; the Eq. 7
 #: prediction history; penultimate-layer embeddings [n, D]; MC-dropout softmax samples
 #: [T, n, C]; last-layer gradient embeddings [n, D·C]; the labeled set's embeddings [m, D]
-INPUTS: tuple[str, ...] = ("probs", "history", "embeddings", "mc_probs", "grad_embeddings", "labeled_embeddings")
+INPUTS: tuple[str, ...] = ("probs", "history", "embeddings", "mc_probs", "grad_embeddings", "labeled_embeddings",
+                           # the conventional learners' (docs/baselines.md): the softmax of the arm's E
+                           # ensemble members [E, n, C]; LL4AL's predicted loss [n]; the images (VAAL)
+                           "ensemble_probs", "predicted_loss", "images")
 _PROB_TOLERANCE = 1e-2
 
 
@@ -65,6 +68,17 @@ def check_probs(probs: np.ndarray | None, n: int, strategy: str) -> np.ndarray:
     return probs
 
 
+class ImageSource(Protocol):
+    """The train images of given ids, for a strategy that trains on pixels (VAAL)."""
+
+    device: Any  # the torch device the batches are on
+
+    def batches(self, ids: np.ndarray, *, batch_size: int, shuffle: bool = False, seed: int = 0,
+                epoch: int = 0) -> Iterator[tuple[np.ndarray, Any]]:
+        """(ids [b], x [b, 3, H, W] float tensor on `device`, the clean view) per batch."""
+        ...
+
+
 @dataclass(frozen=True)
 class Candidates:
     """The n candidates of one query (unlabeled samples with a class left to ask) and the
@@ -72,7 +86,9 @@ class Candidates:
 
     ids [n] int64; probs [n, C] float; history: the Eq. 7 :class:`PredictionHistory`
     (indexed by sample_id); embeddings [n, D]; mc_probs [T, n, C]; grad_embeddings [n, E];
-    labeled_embeddings [m, D]; seed: this query's seed (seed·1000 + cycle).
+    labeled_embeddings [m, D]; seed: this query's seed (seed·1000 + cycle); ensemble_probs
+    [E, n, C]; predicted_loss [n]; images: an :class:`ImageSource` (with labeled_ids [m], the
+    labeled samples' ids); settings: the strategy's own params (`Strategy.own_params`).
     """
 
     ids: np.ndarray
@@ -83,6 +99,11 @@ class Candidates:
     grad_embeddings: np.ndarray | None = None
     labeled_embeddings: np.ndarray | None = None
     seed: int = 0
+    ensemble_probs: np.ndarray | None = None
+    predicted_loss: np.ndarray | None = None
+    images: ImageSource | None = None
+    labeled_ids: np.ndarray | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -94,6 +115,16 @@ class Strategy:
     name: ClassVar[str]
     needs: ClassVar[frozenset[str]] = frozenset({"probs"})
     per_sample: ClassVar[bool] = True  # scores of a chunk do not depend on the other candidates
+    # what an arm of this strategy trains besides its method's model (docs/baselines.md); the
+    # loop reads these, so the other arms' training stays exactly as it was:
+    dropout: ClassVar[bool] = False  # dropout (`baselines.dropout`) before the classifier in stage 2
+    ensemble: ClassVar[bool] = False  # `baselines.ensemble` − 1 more models, seeded apart
+    loss_head: ClassVar[bool] = False  # LL4AL's loss-prediction head, trained jointly
+
+    def own_params(self, params: Any) -> dict[str, Any]:
+        """The settings this strategy reads from `params` (part of its cycles' resume key and
+        handed over as `Candidates.settings`); {} for most."""
+        return {}
 
     def scores(self, cands: Candidates, k: int) -> np.ndarray:
         raise NotImplementedError
