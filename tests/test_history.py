@@ -12,8 +12,12 @@ from pipeline.method.history import (
     HistorySet,
     PredictionHistory,
     cycle_history,
-    epoch_shares,
     load_query_history,
+    window_history,
+)
+from pipeline.method.schedule import (
+    ScheduleError,
+    epoch_shares,
     max_open_accumulators,
     open_windows,
     query_epochs,
@@ -46,9 +50,9 @@ def test_query_epochs_and_windows():
     assert [(w.start_epoch, w.query_epoch) for w in query_windows(10, 7, 3, m=3, t=1)] == [(0, 10), (10, 13), (13, 15)]
     assert list(window_epochs(0, 10, 3)) == [7, 8, 9]
     assert list(window_epochs(8, 10, 30)) == [8, 9]
-    with pytest.raises(HistoryError, match="at least one epoch"):
+    with pytest.raises(ScheduleError, match="at least one epoch"):
         query_epochs(10, 2, 4)
-    with pytest.raises(HistoryError, match="stage 1"):
+    with pytest.raises(ScheduleError, match="stage 1"):
         query_epochs(0, 8, 4)
 
 
@@ -223,7 +227,7 @@ def test_open_windows_and_memory_bound():
         [1], [2, 3, 4], [3, 4], [4]]
     assert max_open_accumulators(15, 12, 4, m=10, t=3, rule="across_queries") == 4
     assert max_open_accumulators(15, 12, 4, m=10, t=3, rule="since_query") == 2
-    with pytest.raises(HistoryError, match="window rule"):
+    with pytest.raises(ScheduleError, match="window rule"):
         query_windows(15, 12, 4, m=10, t=3, rule="sliding")
 
 
@@ -270,13 +274,13 @@ def test_cycles_carry_partial_accumulators(tmp_path, rule):
 
 def test_history_set_file_and_errors(tmp_path):
     windows = query_windows(2, 6, 3, m=4, t=2, rule="across_queries")
-    one = HistorySet([windows[1].history(2, 3)])
+    one = HistorySet([window_history(windows[1], 2, 3)])
     one.save(tmp_path / "one.npz")
-    windows[1].history(2, 3).save(tmp_path / "single.npz")
+    window_history(windows[1], 2, 3).save(tmp_path / "single.npz")
     assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "single.npz").read_bytes()
     with pytest.raises(HistoryFileError, match="no matching partial"):
         cycle_history(windows, 4, 6, 2, 3, carried=tmp_path / "one.npz")  # query 3's p-sum is missing
     with pytest.raises(HistoryFileError, match="query 3 is at epoch 6"):
         load_query_history(tmp_path / "one.npz", windows[2])
     with pytest.raises(HistoryError, match="one accumulator per query"):
-        HistorySet([windows[1].history(2, 3), windows[1].history(2, 3)])
+        HistorySet([window_history(windows[1], 2, 3), window_history(windows[1], 2, 3)])

@@ -92,3 +92,19 @@ def test_human_oracle_answers_from_the_store_or_waits(tmp_path):
     with pytest.raises(AnswersMissing, match="waiting for answers \\(1 questions"):
         Human().answer(pd.DataFrame({"sample_id": [0, 2], "asked_class": [0, 1]}), at)
     assert AnswersMissing.exit_code == 3
+
+
+def test_params_yaml_lists_the_registries():
+    """params.yaml's comment on `arms` names every registered method and strategy, no other."""
+    import re
+
+    from conftest import ROOT
+
+    text = (ROOT / "params.yaml").read_text()
+
+    def listed(kind: str) -> set[str]:
+        line = re.search(rf"^# Registered {kind}: (.*)\.$", text, re.M).group(1)
+        return {name.split(" (")[0].strip() for name in line.split("|")}
+
+    assert listed("methods") == set(METHODS.names())
+    assert listed("strategies") == set(STRATEGIES.names())

@@ -22,7 +22,7 @@ from pipeline.core.registry import METHODS, ORACLES, STRATEGIES
 
 DATASETS = ("digits", "glyphs", "cifar10", "cifar100", "imagefolder")
 ARCHS = ("smallcnn", "resnet18_cifar", "resnet50", "vgg16")
-WINDOWS = ("since_query", "across_queries")  # Eq. 7 window rules (pipeline/method/history.py)
+WINDOWS = ("since_query", "across_queries")  # Eq. 7 window rules (pipeline/method/schedule.py)
 BACKENDS = ("auto", "gloo", "nccl")
 VIEW_BACKENDS = ("auto", "numba", "torch")
 HISTORY_VIEWS = ("strong", "weak", "clean")  # the forward pass whose softmax feeds Eq. 7's history
@@ -145,8 +145,8 @@ class DdpParams:
 class ArmParams:
     """One compared method. The four switches are paper Table 4's ablations."""
 
-    method: str = "obcp"  # how the answers are used: obcp | onebit | fullbit (or a plugin's)
-    strategy: str = "obcp"  # which samples are asked: obcp (Eq. 7) | random | max | diff2 | entropy (or a plugin's)
+    method: str = "obcp"  # how the answers are used: a registered method (pipeline/method/methods.py) or a plugin's
+    strategy: str = "obcp"  # which samples are asked: a registered strategy (pipeline/selection/) or a plugin's
     yes_in_sup: bool = True  # yes samples join L_sup (Table 4: adding in sup.)
     yes_in_ctr: bool = True  # yes samples join the contrastive terms, L_c.l (Table 4: adding in ctr.)
     neg_ctr: bool = True  # no answers give hard negatives in L_c.n (Table 4: neg ctr.)

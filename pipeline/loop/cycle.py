@@ -34,7 +34,8 @@ from pipeline.core.registry import ORACLES, STRATEGIES
 from pipeline.loop.runs import fresh_state, stage1_meta
 from pipeline.loop.steps import oracle_step, retrain_step, score_step, update_step
 from pipeline.loop.train import echo, load_checkpoint
-from pipeline.method.history import QueryWindow, epoch_shares, load_query_history, query_epochs, query_windows
+from pipeline.method.history import load_query_history
+from pipeline.method.schedule import QueryWindow, epoch_shares, query_epochs, query_windows
 from pipeline.method.methods import Method, method_of
 from pipeline.oracle import answers, sheets
 from pipeline.oracle.oracles import Asking, Oracle

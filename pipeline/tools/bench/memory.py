@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from pipeline.method.history import HistorySet, accumulator_arrays, open_windows, query_windows
+from pipeline.method.history import HistorySet, window_history
+from pipeline.method.schedule import accumulator_arrays, open_windows, query_windows
 from pipeline.selection.strategies import score_candidates, select_top_streaming
 
 
@@ -53,7 +54,7 @@ def run_one(n: int, c: int, m: int, t: int, epochs: int, rule: str = "since_quer
     baseline = _rss_mib()
     epochs = min(epochs, CYCLE[1] - CYCLE[0])
     windows = query_windows(*PAPER_SCHEDULE, m=m, t=t, rule=rule)
-    recorder = HistorySet([w.history(n, c) for w in open_windows(windows, *CYCLE)])
+    recorder = HistorySet([window_history(w, n, c) for w in open_windows(windows, *CYCLE)])
     t0 = time.perf_counter()
     for e in range(CYCLE[1] - epochs, CYCLE[1]):
         for start in range(0, n, chunk):
