@@ -299,7 +299,8 @@ def bench(
     params: Path = PARAMS,
     out: Path = typer.Option(Path("reports/bench.json"), help="where the results go"),
     only: list[str] = typer.Option([], "--only", help="sections: convert loader train cycle ddp memory "
-                                   "train_cifar (ResNet-18; by default only on a GPU) retest (Eq. 7 test-retest); "
+                                   "train_cifar (ResNet-18; by default only on a GPU) retest (Eq. 7 test-retest) "
+                                   "selection (each strategy's seconds and peak memory at N = 50 k, 1.2 M); "
                                    "updates those sections of --out"),
     quick: bool = typer.Option(False, "--quick", help="smaller sizes (a smoke run)"),
 ) -> None:
@@ -390,7 +391,7 @@ def study_plan(spec: Path | None = SPEC) -> None:
 
     with reported():
         s = study_spec.load_spec(spec or study_spec.SPEC)
-        layout = cells.StudyLayout(Path(".").resolve())
+        layout = cells.StudyLayout(Path(".").resolve(), s.name)
         study = cells.Study(s, layout, cells.code_hash(layout.root))
         for block in s.blocks:
             study.plan_block(block)
@@ -415,14 +416,17 @@ def study_run(
 @study_app.command("report")
 def study_report(
     spec: Path | None = SPEC,
-    runs: Path = typer.Option(Path("reports/study/runs.csv"), help="the run table"),
-    out: Path = typer.Option(Path("reports/study.md"), help="the report (its CSVs and figures go to <folder>/study/)"),
+    runs: Path | None = typer.Option(None, help="the run table (default: reports/<spec name>/runs.csv)"),
+    out: Path | None = typer.Option(None, help="the report (default: reports/<spec name>.md; its CSVs and figures "
+                                    "go to the folder of the same name)"),
 ) -> None:
     """Write reports/study.md: the rule, the grid, mean ± std, paired differences, figures, the rule's pick."""
     from pipeline.tools.study import report, spec as study_spec, table
 
     with reported():
         s = study_spec.load_spec(spec or study_spec.SPEC)
+        runs = runs or Path("reports") / s.name / "runs.csv"
+        out = out or Path("reports") / f"{s.name}.md"
         cells_csv = runs.with_name("cells.csv")
         if runs.is_file():
             frame = table.read_table(runs)

@@ -54,7 +54,8 @@ class DatasetParams:
 class BudgetParams:
     initial: Union[int, float] = 100  # |I^S|: a count, or a fraction of the train set (float ≤ 1)
     class_balanced: bool = True  # draw I^S with as equal a count per class as possible
-    one_bit: Union[int, float] = 400  # |T^O| over all cycles: a count, or a fraction of the train set
+    one_bit: Union[int, float, None] = 400  # |T^O| over all cycles: a count, or a fraction of the train set
+    labeled_pool: Union[int, float, None] = None  # |P^L| (count or fraction); with one_bit: null, |T^O| = (|P^L| − |I^S|)·log2 C
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,8 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
     """Check `value` against a scalar annotation; ints are accepted where floats are."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
         return value
@@ -279,7 +282,19 @@ def resolve_size(value: int | float, pool: int) -> int:
     return int(value)
 
 
-def _validate(p: Params, problems: list[str], pool: int | None, names: bool = True) -> None:
+def resolve_one_bit(budget: BudgetParams, pool: int, num_classes: int | None) -> int:
+    """|T^O| in questions: `budget.one_bit` (a count, or a fraction of `pool`), or, with
+    `budget.labeled_pool`, (|P^L| − |I^S|)·log2 C rounded (as `pipeline.pool.budget.one_bit_budget`)."""
+    if budget.one_bit is not None:
+        return resolve_size(budget.one_bit, pool)
+    if num_classes is None or num_classes < 2:
+        raise ParamsError([f"budget.labeled_pool needs the number of classes (got {num_classes!r})"])
+    labeled, initial = resolve_size(budget.labeled_pool, pool), resolve_size(budget.initial, pool)
+    return int(round((labeled - initial) * math.log2(num_classes)))
+
+
+def _validate(p: Params, problems: list[str], pool: int | None, names: bool = True,
+              num_classes: int | None = None) -> None:
     pos_int = {
         "query_times": p.query_times,
         "model.width": p.model.width,
@@ -352,10 +367,21 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
     if len(set(p.seeds)) != len(p.seeds):
         problems.append(f"seeds: duplicates in {list(p.seeds)}")
     _check_size(p.budget.initial, "budget.initial", problems, pool)
-    _check_size(p.budget.one_bit, "budget.one_bit", problems, None)
-    if pool is not None and not problems:  # derived checks need every value well-typed
+    if (p.budget.one_bit is None) == (p.budget.labeled_pool is None):
+        problems.append("budget: set exactly one of one_bit (|T^O|) and labeled_pool (|P^L|, from which one_bit is "
+                        f"derived); write the other as null (got one_bit={p.budget.one_bit!r}, "
+                        f"labeled_pool={p.budget.labeled_pool!r})")
+    elif p.budget.one_bit is not None:
+        _check_size(p.budget.one_bit, "budget.one_bit", problems, None)
+    else:
+        _check_size(p.budget.labeled_pool, "budget.labeled_pool", problems, pool)
+    if pool is not None and not problems and p.budget.labeled_pool is not None:
+        initial, labeled = resolve_size(p.budget.initial, pool), resolve_size(p.budget.labeled_pool, pool)
+        if labeled <= initial:
+            problems.append(f"budget.labeled_pool: |P^L| = {labeled} must exceed |I^S| = {initial} (budget.initial)")
+    if pool is not None and not problems and (p.budget.one_bit is not None or num_classes is not None):
         initial = resolve_size(p.budget.initial, pool)
-        one_bit = resolve_size(p.budget.one_bit, pool)
+        one_bit = resolve_one_bit(p.budget, pool, num_classes)
         if initial >= pool:
             problems.append(f"budget.initial: {initial} leaves no unlabeled samples in a pool of {pool}")
         per_cycle = -(-one_bit // p.query_times)  # the first cycles take the remainder
@@ -371,10 +397,11 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
 
 
 def parse_params(raw: Any, *, pool_size: int | None = None, source: str = "params.yaml",
-                 root: Path | None = None, names: bool = True) -> Params:
+                 root: Path | None = None, names: bool = True, num_classes: int | None = None) -> Params:
     """Validate a params mapping into `Params`; raise `ParamsError` listing every problem.
 
-    `pool_size` (the number of train samples) enables the budget-vs-pool checks. With
+    `pool_size` (the number of train samples) enables the budget-vs-pool checks (with
+    `budget.labeled_pool`, those on the derived one-bit budget need `num_classes` too). With
     `names`, the `plugins` are imported (relative to `root`, default the folder of `source`)
     and the arms' strategies and methods and the oracle are checked against the registries
     (which imports them); stages that never run them pass `names=False`, so editing a
@@ -388,13 +415,14 @@ def parse_params(raw: Any, *, pool_size: int | None = None, source: str = "param
             plugin_modules.load(params.plugins, base)
         except ObcpError as exc:
             problems.append(str(exc))
-    _validate(params, problems, pool_size, names)
+    _validate(params, problems, pool_size, names, num_classes)
     if problems:
         raise ParamsError(problems, source)
     return params
 
 
-def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = None, names: bool = True) -> Params:
+def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = None, names: bool = True,
+                num_classes: int | None = None) -> Params:
     """Read and validate params.yaml (see `parse_params`)."""
     path = Path(path)
     if not path.exists():
@@ -403,7 +431,7 @@ def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = Non
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError([f"not valid YAML: {exc}"], str(path)) from None
-    return parse_params(raw, pool_size=pool_size, source=str(path), names=names)
+    return parse_params(raw, pool_size=pool_size, source=str(path), names=names, num_classes=num_classes)
 
 
 def as_dict(obj: Any) -> Any:

@@ -30,7 +30,8 @@ from pipeline.core import io
 from pipeline.data.loaders import make_loader
 from pipeline.loop.inference import McDropout
 from pipeline.loop.runs import fresh_state, loop_config
-from pipeline.loop.train import AuxHead, CheckpointError, PoolView, load_checkpoint, train_epochs
+from pipeline.loop.train import (AuxHead, CheckpointError, PoolView, load_checkpoint, loss_prediction_loss,
+                                 train_epochs)
 from pipeline.method.moco import ObCP
 from pipeline.method.plan import LossPlan
 
@@ -95,7 +96,6 @@ def warm_head(c: Cycle, model: ObCP, module: torch.nn.Module) -> None:
     and the retrain of cycle 1 get the same head."""
     from pipeline.loop.inference import pass_batches
     from pipeline.pool import pools
-    from pipeline.selection.ll4al import loss_prediction_loss
 
     pool = pools.read_pool(c.prev_pool)
     ids = pool.loc[pool["status"] != "unlabeled", "sample_id"].to_numpy(np.int64)

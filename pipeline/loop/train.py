@@ -512,12 +512,25 @@ def step_loss(model: ObCP, qnet: torch.nn.Module, bank: LabelBank, batch: StepBa
     return StepLoss(total=total, terms=terms, logits_u=logits_u, ku=ku, kl=kl)
 
 
+def loss_prediction_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """LL4AL's ranking loss (Yoo & Kweon 2019; their code's `LossPredLoss`) of predicted losses
+    pred [B] against true losses target [B] (detached), on the pairs (i, B − 1 − i): mean over
+    pairs of max(0, ξ − sign(l_i − l_j)·(l̂_i − l̂_j)). An odd batch drops its last sample; 0 (on
+    the graph) for fewer than 2 samples."""
+    b = (pred.shape[0] // 2) * 2
+    if b == 0:
+        return pred.float().sum() * 0.0
+    pred, target = pred[:b].float(), target[:b].detach().float()
+    dp = (pred - pred.flip(0))[: b // 2]
+    dt = (target - target.flip(0))[: b // 2]
+    one = 2 * torch.sign(torch.clamp(dt, min=0)) - 1  # +1 where l_i > l_j, else −1 (as in their code)
+    return torch.clamp(margin - one * dp, min=0).sum() / dp.shape[0]
+
+
 def _lpl_term(fq: GroupForward, group: str, cls_l: torch.Tensor, yl: torch.Tensor, sup_mask: torch.Tensor,
               plan: LossPlan) -> torch.Tensor:
     """LL4AL's loss-prediction loss on the labeled samples in L_sup: the head's predicted loss
-    of `group` against their cross-entropy (`pipeline.selection.ll4al.loss_prediction_loss`)."""
-    from pipeline.selection.ll4al import loss_prediction_loss
-
+    of `group` against their cross-entropy (`loss_prediction_loss`)."""
     target = torch.nn.functional.cross_entropy(cls_l[sup_mask].float(), yl[sup_mask].long(), reduction="none")
     return loss_prediction_loss(fq.extra(group)[sup_mask], target, plan.lpl_margin)
 

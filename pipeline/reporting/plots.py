@@ -454,6 +454,15 @@ def write_report(results: pd.DataFrame, arms: Mapping[str, ArmParams], ledgers: 
         ("Equal bits (Table 3)", (figs / "equal_bits.md").read_text()),
         ("Ablations (Table 4)", (figs / "ablations.md").read_text()),
     ]
+    from pipeline.reporting import baselines  # the conventional learners: only where the results have one
+
+    if baselines.conventional_arms(results):
+        entries.insert(0, FigureEntry(
+            baselines.fig4(results, figs / "conventional.png"), "ObCP vs conventional active learners (Fig. 4)",
+            "Test top-1 vs labeled-equivalent % of ObCP, one-bit, full-bit and the conventional learners (full "
+            "labels, cross-entropy alone; docs/baselines.md) at equal bits; mean ± std over seeds."))
+        sections.insert(1, ("Labeled % to reach ObCP (Fig. 4)",
+                            baselines.match(results, figs / "conventional_match").read_text()))
     index = reports / "index.md"
     write_text(index, index_markdown(entries, reports, sections))
     return index

@@ -8,10 +8,12 @@ its norm grows with the uncertainty, its direction spreads the picks. The first 
 largest-norm embedding; each next one is drawn with probability proportional to the squared
 distance to the nearest pick (k-means++ seeding, D² sampling).
 
-Memory O(N·(C + F)): the [N, C·F] embeddings are never built. The distances come from the
-factors, ||g_i − g_j||² = ||a_i||²·||h_i||² + ||a_j||²·||h_j||² − 2·(a_i·a_j)·(h_i·h_j) with
-a = p − onehot(argmax p), so a pick costs one O(N·(C + F)) pass (the same numbers as on the
-materialised `grad_embeddings`; tests/test_baselines.py checks it).
+Memory: the inputs (probs [N, C], features [N, F]) and O(N); the [N, C·F] embeddings are
+never built, nor a copy of probs. The distances come from the factors,
+||g_i − g_j||² = ||a_i||²·||h_i||² + ||a_j||²·||h_j||² − 2·(a_i·a_j)·(h_i·h_j) with
+a = p − onehot(y), y = argmax p, and a_i·a_j = p_i·p_j − p_i[y_j] − p_j[y_i] + [y_i = y_j], so a
+pick costs one O(N·(C + F)) pass (the same numbers as on the materialised
+`grad_embeddings`; tests/test_baselines.py checks it).
 
 Differs from the authors' code (JordanAsh/badge): they materialise the embeddings and use
 scipy's `rv_discrete` with the global random state, resampling while a drawn index was
@@ -25,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.registry import STRATEGIES
+from pipeline.selection import strategies as _builtins  # noqa: F401  (the first built-ins register first)
 from pipeline.selection.base import Candidates, SelectionError, Strategy, check_probs
 from pipeline.selection.coreset import _as_matrix, pick_scores
 
@@ -36,16 +39,31 @@ def gradient_factors(probs: np.ndarray) -> np.ndarray:
     return a
 
 
-def kmeans_pp(a: np.ndarray, h: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """The k picks (indices, in pick order) of k-means++ seeding on g_i = a_i ⊗ h_i, for
-    a [n, C] and h [n, F], without building g."""
-    n = len(a)
+def kmeans_pp(probs: np.ndarray, h: np.ndarray, k: int, seed: int, *, rows: int = 65_536) -> np.ndarray:
+    """The k picks (indices, in pick order) of k-means++ seeding on the gradient embeddings
+    g_i = (p_i − onehot(argmax p_i)) ⊗ h_i of probs [n, C] and h [n, F], without building g."""
+    n = len(probs)
     k = min(int(k), n)
     if k <= 0:
         return np.zeros(0, np.int64)
-    a = np.asarray(a, np.float32)
     h = np.asarray(h, np.float32)
-    norm2 = (np.einsum("ij,ij->i", a, a) * np.einsum("ij,ij->i", h, h)).astype(np.float64)  # ||g_i||²
+    y = np.empty(n, np.int64)
+    pp = np.empty(n, np.float64)  # ||p_i||²
+    py = np.empty(n, np.float64)  # p_i[y_i]
+    for i in range(0, n, rows):  # in blocks: never a float64 (or any) copy of probs
+        block = np.asarray(probs[i:i + rows], np.float32)
+        y[i:i + rows] = block.argmax(axis=1)
+        pp[i:i + rows] = np.einsum("ij,ij->i", block, block)
+        py[i:i + rows] = block[np.arange(len(block)), y[i:i + rows]]
+    aa = pp - 2.0 * py + 1.0  # ||a_i||²
+    hh = np.einsum("ij,ij->i", h, h).astype(np.float64)
+    norm2 = aa * hh  # ||g_i||²
+
+    def a_dot(j: int) -> np.ndarray:  # [n] a_i · a_j = p_i·p_j − p_i[y_j] − p_j[y_i] + [y_i = y_j]
+        pj = np.asarray(probs[j], np.float32)
+        return ((probs @ pj).astype(np.float64) - np.asarray(probs[:, y[j]], np.float64)
+                - pj[y].astype(np.float64) + (y == y[j]))
+
     rng = np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)
     picks = np.empty(k, np.int64)
     picked = np.zeros(n, bool)
@@ -56,7 +74,7 @@ def kmeans_pp(a: np.ndarray, h: np.ndarray, k: int, seed: int) -> np.ndarray:
         picked[j] = True
         if t == k - 1:
             break
-        to_j = norm2 + norm2[j] - 2.0 * (a @ a[j]).astype(np.float64) * (h @ h[j]).astype(np.float64)
+        to_j = norm2 + norm2[j] - 2.0 * a_dot(j) * (h @ h[j]).astype(np.float64)
         np.minimum(d2, np.maximum(to_j, 0.0), out=d2)
         weights = np.where(picked, 0.0, d2)
         total = weights.sum()
@@ -80,13 +98,13 @@ class Badge(Strategy):
 
     def scores(self, cands: Candidates, k: int) -> np.ndarray:
         self.check(cands)
-        probs = np.asarray(cands.probs)
+        probs = np.asarray(cands.probs, np.float32)  # the pass's float32: no copy
         if probs.ndim != 2 or len(probs) != len(cands):
             raise SelectionError(f"probs must have shape [n, C] with n = {len(cands)}, got {probs.shape}.")
         for i in range(0, len(probs), 65_536):  # validated in blocks: no float64 copy of [n, C]
             check_probs(probs[i:i + 65_536], len(probs[i:i + 65_536]), self.name)
         h = _as_matrix(cands.embeddings, "the candidates' embeddings", len(cands))
-        return pick_scores(len(cands), kmeans_pp(gradient_factors(probs), h, k, cands.seed))
+        return pick_scores(len(cands), kmeans_pp(probs, h, k, cands.seed))
 
 
 STRATEGIES.register(Badge())

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.core.registry import STRATEGIES
+from pipeline.selection import strategies as _builtins  # noqa: F401  (the first built-ins register first)
 from pipeline.selection.base import Candidates, SelectionError, Strategy
 
 ROWS = 16_384  # candidate rows per block of distances

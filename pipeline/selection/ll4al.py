@@ -3,7 +3,7 @@
 Yoo & Kweon, "Learning Loss for Active Learning" (CVPR 2019). A small loss-prediction head
 learns, jointly with the classifier, to predict each sample's cross-entropy from its
 features; the candidates with the highest predicted loss are asked first. The head is
-trained with the pairwise ranking loss of the paper (`loss_prediction_loss`): the batch is
+trained with the pairwise ranking loss of the paper (`pipeline.loop.train.loss_prediction_loss`): the batch is
 split into pairs (i, 2B − 1 − i), and for each pair the head must order the two predicted
 losses as the true ones are ordered, with margin ξ,
 
@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from pipeline.core.registry import STRATEGIES
+from pipeline.selection import strategies as _builtins  # noqa: F401  (the first built-ins register first)
 from pipeline.selection.base import Candidates, ScoreStrategy, SelectionError
 
 
@@ -45,19 +46,6 @@ class LossNet(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.net(h).reshape(-1)
-
-
-def loss_prediction_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
-    """The ranking loss of Yoo & Kweon on pred [B] and target [B] losses (target detached);
-    an odd batch drops its last sample; 0 (on the graph) for fewer than 2 samples."""
-    b = (pred.shape[0] // 2) * 2
-    if b == 0:
-        return pred.float().sum() * 0.0
-    pred, target = pred[:b].float(), target[:b].detach().float()
-    dp = (pred - pred.flip(0))[: b // 2]
-    dt = (target - target.flip(0))[: b // 2]
-    one = 2 * torch.sign(torch.clamp(dt, min=0)) - 1  # +1 where l_i > l_j, else −1 (as in their code)
-    return torch.clamp(margin - one * dp, min=0).sum() / dp.shape[0]
 
 
 class LearningLoss(ScoreStrategy):

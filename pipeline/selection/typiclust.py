@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.registry import STRATEGIES
+from pipeline.selection import strategies as _builtins  # noqa: F401  (the first built-ins register first)
 from pipeline.selection.base import Candidates, SelectionError, Strategy
 from pipeline.selection.coreset import _as_matrix, pick_scores
 

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.core.registry import STRATEGIES
+from pipeline.selection import strategies as _builtins  # noqa: F401  (the first built-ins register first)
 from pipeline.selection.base import Candidates, SelectionError, Strategy
 
 BATCH = 64

@@ -43,7 +43,7 @@ from pipeline.tools.study import table
 from pipeline.tools.study.rule import pick
 from pipeline.tools.study.spec import Cell, Spec, StudyError, block_cells
 
-SKIP_DIRS: tuple[str, ...] = ("__pycache__", "study")  # not copied: caches, and this package (no stage reads it)
+SKIP_DIRS: tuple[str, ...] = ("__pycache__", "study", "bench", "docs")  # not copied: caches, and tools no stage runs
 MARKER = "study-cell.json"
 LOG = "study.log"
 STAGE_LINES = {
@@ -59,17 +59,18 @@ class StudyLayout:
     """Where the study's artifacts live, under the project `root`."""
 
     root: Path
+    name: str = "study"  # the spec's `name`: another spec keeps its own cells, tables and report
 
     @property
     def cells_dir(self) -> Path:
-        return self.root / "data" / "study"
+        return self.root / "data" / self.name
 
     def cell_dir(self, cell: Cell) -> Path:
         return self.cells_dir / cell.dataset / cell.block / cell.variant
 
     @property
     def tables_dir(self) -> Path:
-        return self.root / "reports" / "study"
+        return self.root / "reports" / self.name
 
     @property
     def runs(self) -> Path:
@@ -81,7 +82,7 @@ class StudyLayout:
 
     @property
     def report(self) -> Path:
-        return self.root / "reports" / "study.md"
+        return self.root / "reports" / f"{self.name}.md"
 
 
 @dataclass
@@ -420,7 +421,7 @@ def total_cells(spec: Spec) -> int:
 
 def run_study(spec: Spec, root: Path, *, only: Sequence[str] = (), echo: Echo = print) -> Study:
     """Run every cell of `spec` not yet finished (those matching an `only` glob, when given)."""
-    layout = StudyLayout(Path(root).resolve())
+    layout = StudyLayout(Path(root).resolve(), spec.name)
     dvc = dvc_command()
     with _locked(layout):
         study = Study(spec, layout, code_hash(layout.root))

@@ -261,7 +261,7 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
                  cells: pd.DataFrame | None = None) -> Path:
     """Write the study report `out` (markdown) and, under ``<out's folder>/study/``, its CSVs and figures."""
     out, root = Path(out), Path(root)
-    tables = out.parent / "study"
+    tables = out.parent / out.stem  # reports/study.md → reports/study/
     figs = tables / "figures"
     runs = with_yes_rate(runs)
     summ = summary(runs)

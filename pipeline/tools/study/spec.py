@@ -3,6 +3,7 @@
 A spec is YAML (the committed one is ``pipeline/tools/study/study.yaml``)::
 
     title: ...                                   # optional, the report's heading
+    name: study                                  # optional: data/<name>/, reports/<name>/, reports/<name>.md
     seeds: [0, 1, 2, 3, 4]                       # every cell runs every seed
     datasets:                                    # name → base params (+ overrides for this dataset only)
       digits: {params: params.yaml}              #   a params file, relative to the project root
@@ -49,7 +50,7 @@ from pipeline.core.config import ParamsError, parse_params
 from pipeline.core.errors import ObcpError
 
 SPEC = Path(__file__).with_name("study.yaml")  # the committed study
-PRESETS = Path(__file__).parents[1] / "presets"
+PRESETS = Path(__file__).parents[2] / "presets"  # pipeline/presets
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # dataset, block and variant names are folder names
 FIXED_KEYS = ("seeds", "arms")  # never overridden by a variant (see the module docstring)
 
@@ -96,6 +97,7 @@ class Spec:
     datasets: dict[str, DatasetSpec]
     rule: Rule
     blocks: dict[str, Block]
+    name: str = "study"  # its folders: data/<name>/ (cells), reports/<name>/ (tables), reports/<name>.md
 
     @property
     def rule_datasets(self) -> list[str]:
@@ -203,7 +205,8 @@ def parse_spec(raw: Any, path: Path) -> Spec:
     problems: list[str] = []
     if not isinstance(raw, dict):
         raise StudyError(f"study spec {path} is not a mapping of keys (see pipeline/tools/study/spec.py for the format).")
-    _known(raw, ("title", "seeds", "datasets", "rule", "blocks"), "", problems)
+    _known(raw, ("title", "name", "seeds", "datasets", "rule", "blocks"), "", problems)
+    folder = _name(raw.get("name", "study"), "name", problems)
 
     seeds = _seeds(raw.get("seeds"), "seeds", problems)
 
@@ -273,7 +276,7 @@ def parse_spec(raw: Any, path: Path) -> Spec:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise StudyError(f"study spec {path} is invalid ({len(problems)} problem{'s' * (len(problems) > 1)}):\n"
                          f"{lines}\nFix these keys (the format is in pipeline/tools/study/spec.py) and run again.")
-    return Spec(path, str(raw.get("title") or "Study"), tuple(seeds), datasets, rule, blocks)
+    return Spec(path, str(raw.get("title") or "Study"), tuple(seeds), datasets, rule, blocks, folder)
 
 
 def _seeds(value: Any, where: str, problems: list[str]) -> list[int]:
