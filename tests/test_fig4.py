@@ -158,3 +158,38 @@ def test_supervised_method_and_two_batch_strategies_under_ddp(stage1_data, tmp_p
         assert set(led["sample_id"]) == set(scores.loc[scores["selected"], "sample_id"]), arm
         if arm != "sup_random":  # a batch strategy ranks exactly its k picks (k, k−1, …), NaN for the rest
             assert scores["score"].notna().sum() == manifest["asked"], arm
+
+
+def test_fig4_study_claims_follow_its_rule(tmp_path):
+    """The fig4 spec's claims from a run table: obcp at 25 % against each conventional arm at 40 %,
+    at equal bits, and Fig. 6 (left)'s smallest against largest I^S, paired by seed."""
+    from pipeline.tools.study.fig4 import claims, section
+
+    rows = []
+    for seed in range(5):
+        for cycle in range(7):
+            pct = 10 + 5 * cycle
+            rows.append({"dataset": "digits", "block": "fig4", "variant": "preset", "query_times": 6, "arm": "obcp",
+                         "method": "obcp", "strategy": "obcp", "seed": seed, "cycle": cycle, "bits": pct,
+                         "labeled_equiv_pct": pct, "top1": 0.5 + 0.05 * cycle + 0.001 * seed})
+            rows.append({"dataset": "digits", "block": "fig4", "variant": "preset", "query_times": 6, "arm": "sup_x",
+                         "method": "supervised", "strategy": "coreset", "seed": seed, "cycle": cycle, "bits": pct,
+                         "labeled_equiv_pct": pct, "top1": 0.5 + 0.02 * cycle + 0.003 * seed})
+        for variant, initial, top1 in (("i1", 1.0, 0.90), ("i5", 5.0, 0.80 + 0.02 * seed)):
+            for cycle in range(5):
+                rows.append({"dataset": "digits", "block": "fig6left", "variant": variant, "query_times": 4,
+                             "arm": "obcp", "method": "obcp", "strategy": "obcp", "seed": seed, "cycle": cycle,
+                             "bits": 1.0, "labeled_equiv_pct": initial if cycle == 0 else 10.0, "top1": top1})
+    runs = pd.DataFrame(rows)
+    t = claims(runs).set_index("claim")
+    low = t.loc["obcp at 25 % > coreset at 40 % (Fig. 4)"]
+    # obcp at cycle 3: 0.65 + s/1000; sup_x at cycle 6: 0.62 + 3s/1000 → 0.03 − 2s/1000, all > 0
+    assert low["diff_mean"] == pytest.approx(0.03 - 0.002 * 2) and low["verdict"] == "holds" and low["n"] == 5
+    eq = t.loc["obcp ≥ coreset at equal bits, 40 % (Fig. 4)"]
+    assert eq["diff_mean"] == pytest.approx(0.18 - 0.004) and eq["verdict"] == "holds"
+    f6 = t.loc["I^S 1 % ≥ I^S 5 % at a fixed budget (Fig. 6 left)"]
+    assert f6["diff_mean"] == pytest.approx(0.10 - 0.04) and f6["verdict"] == "holds"
+    lines = section(runs, tmp_path / "fig4", tmp_path)
+    assert (tmp_path / "fig4/claims.csv").is_file() and (tmp_path / "fig4/figures/fig4_digits.png").is_file()
+    assert (tmp_path / "fig4/figures/fig6left_digits.png").is_file()
+    assert any("obcp at 25 % > coreset at 40 %" in line for line in lines)

@@ -326,6 +326,10 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
                                      f"{key} per query cycle, {dataset}, block {block.name} (mean ± std over seeds)")
                 if png is not None:
                     lines += [f"![{key}, {dataset}]({_rel(png, out.parent)})", ""]
+    if spec.name == "fig4" and len(runs):  # the fig4 spec's curves, tables and claims (pipeline/tools/study/fig4.py)
+        from pipeline.tools.study import fig4
+
+        lines += fig4.section(runs, tables, out.parent)
     lines += ["## The rule's pick", "", f"**{chosen.reason}.**", "", markdown_table(_rank_view(chosen, spec))]
     if chosen.variant is not None:
         lines += _implied_params(spec, chosen, root)
