@@ -162,3 +162,61 @@ def test_coreset_and_badge_memory_is_linear_in_n():
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < inputs + 64 * n * 8, peak  # a few [n] float64 vectors beyond the inputs, never [n, n]
+
+
+class _Images:
+    """An in-memory ImageSource: id → image [3, 8, 8]."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images, self.device = images, torch.device("cpu")
+
+    def batches(self, ids, *, batch_size, shuffle=False, seed=0, epoch=0):
+        ids = np.asarray(ids, np.int64)
+        if shuffle:
+            ids = np.random.default_rng(seed * 1000 + epoch).permutation(ids)
+        for i in range(0, len(ids), batch_size):
+            b = ids[i:i + batch_size]
+            yield b, self.images[torch.from_numpy(b)]
+
+
+def test_vaal_is_seeded_and_at_chance_when_nothing_tells_labeled_from_unlabeled():
+    """Labeled and candidate images drawn alike: the discriminator cannot tell them apart, so every
+    score 1 − D(μ) stays near ½ (no candidate stands out); the same query seed, the same scores.
+    (With the authors' loss, MSE averaged but KL summed over batch and latent, the latent is pulled
+    hard to the prior: docs/baselines.md.)"""
+    g = torch.Generator().manual_seed(0)
+    images = _Images(torch.rand(120, 3, 8, 8, generator=g) * 2 - 1)
+    labeled, cands = np.arange(60), np.arange(60, 120)
+    settings = {"vaal_epochs": 3, "vaal_latent": 8}
+    s = STRATEGIES.get("vaal").scores(Candidates(ids=cands, images=images, labeled_ids=labeled, seed=1,
+                                                 settings=settings), 10)
+    assert s.shape == (60,) and ((s > 0) & (s < 1)).all() and s.max() - s.min() < 0.1
+    assert abs(s.mean() - 0.5) < 0.1
+    again = STRATEGIES.get("vaal").scores(Candidates(ids=cands, images=images, labeled_ids=labeled, seed=1,
+                                                     settings=settings), 10)
+    np.testing.assert_array_equal(s, again)
+    with pytest.raises(SelectionError, match="labeled"):
+        STRATEGIES.get("vaal").scores(Candidates(ids=cands, images=images, labeled_ids=np.zeros(0, np.int64)), 10)
+
+
+def test_ll4al_asks_the_highest_predicted_loss_first():
+    s = STRATEGIES.get("ll4al").scores(Candidates(ids=np.arange(4), predicted_loss=np.array([0.1, 2.0, 0.5, 1.0])), 2)
+    assert picked(s, 2) == [1, 3]
+
+
+def test_only_plans_with_dropout_or_a_head_train_through_a_wrapper():
+    from pipeline.loop.train import QueryNet, query_net
+    from pipeline.method.models import build_encoder
+    from pipeline.method.plan import LossPlan
+
+    enc = build_encoder("smallcnn", 3, width=4, proj_dim=8)
+    assert query_net(enc, LossPlan(lambda_ctr=0.1)) is enc  # every other arm: the encoder itself
+    net = query_net(enc, LossPlan(lambda_ctr=0.1, dropout=0.5))
+    assert isinstance(net, QueryNet) and set(net.state_dict()) == {f"encoder.{k}" for k in enc.state_dict()}
+    x = torch.randn(4, 3, 8, 8)
+    enc.eval()
+    net.eval()  # no dropout at evaluation: the same outputs as the encoder
+    torch.testing.assert_close(net(x)[0], enc(x)[0])
+    net.train()
+    torch.manual_seed(0)
+    assert not torch.allclose(net(x)[0], enc.train()(x)[0])
