@@ -603,7 +603,8 @@ def bench(
     params: Path = PARAMS,
     out: Path = typer.Option(Path("reports/bench.json"), help="where the results go, e.g. reports/bench.json"),
     only: list[str] = typer.Option([], "--only", help="sections: convert loader train cycle ddp memory "
-                                   "train_cifar (ResNet-18; by default only on a GPU) retest (Eq. 7 test-retest); "
+                                   "train_cifar (ResNet-18; by default only on a GPU) retest (Eq. 7 test-retest) "
+                                   "selection (each strategy's seconds and peak memory at N = 50 k, 1.2 M); "
                                    "updates those sections of --out (repeatable), e.g. loader"),
     quick: bool = typer.Option(False, "--quick", help="smaller sizes (a smoke run)"),
 ) -> None:

@@ -52,7 +52,7 @@ def test_defaults_are_valid():
         ({"dataset": {"name": "mnist"}}, "dataset.name", "unknown value"),
         ({"model": {"arch": "vit"}}, "model.arch", "unknown value"),
         ({"oracle": {"kind": "crowd"}}, "oracle.kind", "unknown value"),
-        ({"arms": {"x": {"strategy": "coreset"}}}, "arms.x.strategy", "unknown value"),
+        ({"arms": {"x": {"strategy": "kcenter"}}}, "arms.x.strategy", "unknown value"),
         ({"arms": {"x": {"method": "semi"}}}, "arms.x.method", "unknown value"),
         ({"arms": {"x": {"neg_los": False}}}, "arms.x.neg_los", "unknown key"),
         ({"arms": {}}, "arms", "non-empty"),

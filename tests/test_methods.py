@@ -17,10 +17,10 @@ from pipeline.pool.pools import initial_pool
 
 
 def test_registries_list_the_builtins_once():
-    assert METHODS.names() == ("obcp", "onebit", "fullbit")
+    assert METHODS.names() == ("obcp", "onebit", "fullbit", "supervised")
     assert ORACLES.names() == ("simulated", "human")
     assert STRATEGIES.names()[:5] == ("obcp", "random", "max", "diff2", "entropy")
-    with pytest.raises(RegistryError, match="unknown method 'nope'.*obcp, onebit, fullbit"):
+    with pytest.raises(RegistryError, match="unknown method 'nope'.*obcp, onebit, fullbit, supervised"):
         METHODS.get("nope")
     reg = Registry("thing", ())
     reg.register(SimpleNamespace(name="a"))

@@ -79,7 +79,8 @@ class DatasetParams:
 class BudgetParams:
     initial: Union[int, float] = 100  # |I^S|: a count, or a fraction of the train set (float ≤ 1)
     class_balanced: bool = True  # draw I^S with as equal a count per class as possible
-    one_bit: Union[int, float] = 400  # |T^O| over all cycles: a count, or a fraction of the train set
+    one_bit: Union[int, float, None] = 400  # |T^O| over all cycles: a count, or a fraction of the train set
+    labeled_pool: Union[int, float, None] = None  # |P^L| (count or fraction); with one_bit: null, |T^O| = (|P^L| − |I^S|)·log2 C
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,24 @@ class OnebitParams:
 
 
 @dataclass(frozen=True)
+class BaselineParams:
+    """Settings of the conventional active learners' strategies (docs/baselines.md); only the arms
+    whose strategy reads a setting are redone when it changes (`Strategy.own_params`)."""
+
+    mc_samples: int = 20  # T: dropout forward passes per candidate (mc_dropout, bald)
+    dropout: float = 0.5  # p: dropout on the penultimate features before the classifier (mc_dropout, bald)
+    ensemble: int = 5  # E: independently seeded models (varratio)
+    typiclust_max_clusters: int = 500  # TypiClust: k-means clusters = min(|labeled| + k, this)
+    typiclust_knn: int = 20  # TypiClust: neighbours in the typicality (capped at half the cluster)
+    typiclust_min_cluster: int = 5  # TypiClust: clusters of at most this size are never picked from
+    vaal_epochs: int = 10  # VAAL: passes over the unlabeled pool training the VAE and discriminator
+    vaal_latent: int = 32  # VAAL: latent dimension
+    ll4al_weight: float = 1.0  # LL4AL: λ of the loss-prediction loss
+    ll4al_margin: float = 1.0  # LL4AL: margin ξ of the ranking loss
+    ll4al_joint: float = 0.6  # LL4AL: share of each cycle's epochs whose head gradient reaches the backbone
+
+
+@dataclass(frozen=True)
 class OracleParams:
     kind: str = "simulated"  # who answers: simulated (the ground truth) | human (a person)
 
@@ -182,6 +201,7 @@ class Params:
     loss: LossParams = field(default_factory=LossParams)
     selection: SelectionParams = field(default_factory=SelectionParams)
     onebit: OnebitParams = field(default_factory=OnebitParams)
+    baselines: BaselineParams = field(default_factory=BaselineParams)
     oracle: OracleParams = field(default_factory=OracleParams)
     audit: AuditParams = field(default_factory=AuditParams)
     ddp: DdpParams = field(default_factory=DdpParams)
@@ -215,6 +235,8 @@ def _coerce(value: Any, tp: Any, path: str, problems: list[str]) -> Any:
     """Check `value` against a scalar annotation; ints are accepted where floats are."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             problems.append(f"{path}: expected {_type_name(tp)}, got {value!r}")
         return value
@@ -331,7 +353,19 @@ def resolve_size(value: int | float, pool: int) -> int:
     return int(value)
 
 
-def _validate(p: Params, problems: list[str], pool: int | None, names: bool = True) -> None:
+def resolve_one_bit(budget: BudgetParams, pool: int, num_classes: int | None) -> int:
+    """|T^O| in questions: `budget.one_bit` (a count, or a fraction of `pool`), or, with
+    `budget.labeled_pool`, (|P^L| − |I^S|)·log2 C rounded (as `pipeline.pool.budget.one_bit_budget`)."""
+    if budget.one_bit is not None:
+        return resolve_size(budget.one_bit, pool)
+    if num_classes is None or num_classes < 2:
+        raise ParamsError([f"budget.labeled_pool needs the number of classes (got {num_classes!r})"])
+    labeled, initial = resolve_size(budget.labeled_pool, pool), resolve_size(budget.initial, pool)
+    return int(round((labeled - initial) * math.log2(num_classes)))
+
+
+def _validate(p: Params, problems: list[str], pool: int | None, names: bool = True,
+              num_classes: int | None = None) -> None:
     pos_int = {
         "query_times": p.query_times,
         "model.width": p.model.width,
@@ -346,6 +380,12 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
         "selection.m": p.selection.m,
         "selection.t": p.selection.t,
         "ddp.nproc": p.ddp.nproc,
+        "baselines.mc_samples": p.baselines.mc_samples,
+        "baselines.ensemble": p.baselines.ensemble,
+        "baselines.typiclust_max_clusters": p.baselines.typiclust_max_clusters,
+        "baselines.typiclust_knn": p.baselines.typiclust_knn,
+        "baselines.vaal_epochs": p.baselines.vaal_epochs,
+        "baselines.vaal_latent": p.baselines.vaal_latent,
     }
     for path, v in pos_int.items():
         if isinstance(v, int) and not isinstance(v, bool) and v < 1:
@@ -364,11 +404,14 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
         "onebit.consistency": p.onebit.consistency,
         "onebit.rampup_epochs": p.onebit.rampup_epochs,
         "audit.size": p.audit.size,
+        "baselines.typiclust_min_cluster": p.baselines.typiclust_min_cluster,
+        "baselines.ll4al_weight": p.baselines.ll4al_weight,
+        "baselines.ll4al_margin": p.baselines.ll4al_margin,
     }.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool) and v < 0:
             problems.append(f"{path}: must be ≥ 0, got {v}")
     for path, v in {"train.momentum": p.train.momentum, "contrastive.momentum": p.contrastive.momentum,
-                    "onebit.ema_decay": p.onebit.ema_decay}.items():
+                    "onebit.ema_decay": p.onebit.ema_decay, "baselines.dropout": p.baselines.dropout}.items():
         if isinstance(v, float) and not 0 <= v < 1:
             problems.append(f"{path}: must lie in [0, 1), got {v}")
     if isinstance(p.dataset.jpeg_quality, int) and not 1 <= p.dataset.jpeg_quality <= 100:
@@ -379,6 +422,8 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
     m, t = p.selection.m, p.selection.t
     if isinstance(m, int) and isinstance(t, int) and t > m:
         problems.append(f"selection.t: t ({t}) must be ≤ m ({m})")
+    if isinstance(p.baselines.ll4al_joint, float) and not 0 <= p.baselines.ll4al_joint <= 1:
+        problems.append(f"baselines.ll4al_joint: must lie in [0, 1], got {p.baselines.ll4al_joint}")
     _check_choice(p.dataset.name, DATASETS, "dataset.name", problems)
     _check_choice(p.model.arch, ARCHS, "model.arch", problems)
     _check_choice(p.selection.window, WINDOWS, "selection.window", problems)
@@ -399,9 +444,20 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
         problems.append(f"seeds: duplicates in {list(p.seeds)}")
     _check_folder(p, problems)
     _check_size(p.budget.initial, "budget.initial", problems, pool)
-    _check_size(p.budget.one_bit, "budget.one_bit", problems, None)
+    if (p.budget.one_bit is None) == (p.budget.labeled_pool is None):
+        problems.append("budget: set exactly one of one_bit (|T^O|) and labeled_pool (|P^L|, from which one_bit is "
+                        f"derived); write the other as null (got one_bit={p.budget.one_bit!r}, "
+                        f"labeled_pool={p.budget.labeled_pool!r})")
+    elif p.budget.one_bit is not None:
+        _check_size(p.budget.one_bit, "budget.one_bit", problems, None)
+    else:
+        _check_size(p.budget.labeled_pool, "budget.labeled_pool", problems, pool)
+    if pool is not None and not problems and p.budget.labeled_pool is not None:
+        initial, labeled = resolve_size(p.budget.initial, pool), resolve_size(p.budget.labeled_pool, pool)
+        if labeled <= initial:
+            problems.append(f"budget.labeled_pool: |P^L| = {labeled} must exceed |I^S| = {initial} (budget.initial)")
     one_bit = p.budget.one_bit
-    if (not problems and isinstance(p.audit.size, int) and p.query_times >= 1
+    if (not problems and isinstance(p.audit.size, int) and p.query_times >= 1 and one_bit is not None
             and (pool is not None or isinstance(one_bit, int))):
         per_cycle = resolve_size(one_bit, pool or 0) // p.query_times
         if p.audit.size > per_cycle:
@@ -409,9 +465,9 @@ def _validate(p: Params, problems: list[str], pool: int | None, names: bool = Tr
                 f"audit.size: {p.audit.size} audit questions per cycle exceed the smallest cycle's one-bit budget "
                 f"({per_cycle}); the audit is part of it: lower audit.size or raise budget.one_bit"
             )
-    if pool is not None and not problems:  # derived checks need every value well-typed
+    if pool is not None and not problems and (p.budget.one_bit is not None or num_classes is not None):
         initial = resolve_size(p.budget.initial, pool)
-        one_bit = resolve_size(p.budget.one_bit, pool)
+        one_bit = resolve_one_bit(p.budget, pool, num_classes)
         if initial >= pool:
             problems.append(f"budget.initial: {initial} leaves no unlabeled samples in a pool of {pool}")
         per_cycle = -(-one_bit // p.query_times)  # the first cycles take the remainder
@@ -454,10 +510,11 @@ def _check_arm_objects(p: Params, problems: list[str]) -> None:
 
 
 def parse_params(raw: Any, *, pool_size: int | None = None, source: str = "params.yaml",
-                 root: Path | None = None, names: bool = True) -> Params:
+                 root: Path | None = None, names: bool = True, num_classes: int | None = None) -> Params:
     """Validate a params mapping into `Params`; raise `ParamsError` listing every problem.
 
-    `pool_size` (the number of train samples) enables the budget-vs-pool checks. With
+    `pool_size` (the number of train samples) enables the budget-vs-pool checks (with
+    `budget.labeled_pool`, those on the derived one-bit budget need `num_classes` too). With
     `names`, the `plugins` are imported (relative to `root`, default the folder of `source`)
     and the arms' strategies and methods and the oracle are checked against the registries
     (which imports them); stages that never run them pass `names=False`, so editing a
@@ -471,7 +528,7 @@ def parse_params(raw: Any, *, pool_size: int | None = None, source: str = "param
             plugin_modules.load(params.plugins, base)
         except ObcpError as exc:
             problems.append(str(exc))
-    _validate(params, problems, pool_size, names)
+    _validate(params, problems, pool_size, names, num_classes)
     if problems:
         raise ParamsError(problems, source)
     return params
@@ -488,7 +545,8 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return text
 
 
-def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = None, names: bool = True) -> Params:
+def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = None, names: bool = True,
+                num_classes: int | None = None) -> Params:
     """Read and validate params.yaml (see `parse_params`)."""
     path = Path(path)
     if not path.exists():
@@ -497,7 +555,7 @@ def load_params(path: str | Path = "params.yaml", *, pool_size: int | None = Non
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError([f"not valid YAML: {yaml_problem(exc)}"], str(path)) from None
-    return parse_params(raw, pool_size=pool_size, source=str(path), names=names)
+    return parse_params(raw, pool_size=pool_size, source=str(path), names=names, num_classes=num_classes)
 
 
 def as_dict(obj: Any) -> Any:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from pipeline.core import distributed as dist
-from pipeline.core.config import Params, load_params, resolve_size
+from pipeline.core.config import Params, load_params, resolve_one_bit, resolve_size
 from pipeline.data.index import read_classes, read_index
 from pipeline.core.layout import Layout
 
@@ -42,7 +42,7 @@ class RunContext:
 
     @property
     def one_bit_budget(self) -> int:
-        return resolve_size(self.params.budget.one_bit, self.num_samples)
+        return resolve_one_bit(self.params.budget, self.num_samples, self.num_classes)
 
 
 def open_run(params_path: str | Path = "params.yaml", seed: int = 0, *, root: Path = Path("."),
@@ -64,7 +64,8 @@ def open_run(params_path: str | Path = "params.yaml", seed: int = 0, *, root: Pa
         check_beton(layout.beton(split))
     train = index[index["split"] == "train"].sort_values("sample_id")
     test = index[index["split"] == "test"].sort_values("sample_id")
-    params = load_params(params_path, pool_size=len(train), names=names)  # budget-vs-pool checks
+    params = load_params(params_path, pool_size=len(train), names=names,  # budget-vs-pool checks
+                         num_classes=int(classes["num_classes"]))
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:
         dist.setup(params.ddp.backend)

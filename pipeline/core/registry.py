@@ -73,6 +73,9 @@ class Registry(Generic[T]):
         return iter(list(self._entries.values()))
 
 
-STRATEGIES: Registry = Registry("selection strategy", ("pipeline.selection.strategies", "pipeline.selection.onebit_aware"))
+STRATEGIES: Registry = Registry("selection strategy", (
+    "pipeline.selection.strategies", "pipeline.selection.onebit_aware", "pipeline.selection.coreset",
+    "pipeline.selection.badge", "pipeline.selection.bayesian", "pipeline.selection.ensemble",
+    "pipeline.selection.ll4al", "pipeline.selection.vaal", "pipeline.selection.typiclust"))
 METHODS: Registry = Registry("method", ("pipeline.method.methods",))
 ORACLES: Registry = Registry("oracle", ("pipeline.oracle.oracles",))

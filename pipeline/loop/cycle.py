@@ -162,6 +162,8 @@ def cycle_key(c: Cycle) -> dict:
                 "nproc": dist.world_size(),
                 **c.method.own_params(p),  # e.g. `onebit`: shapes only that method's arms
                 **({"audit": p.audit} if p.audit.size else {}),
+                # e.g. `baselines.mc_samples`: shapes only that strategy's arms (absent for the others)
+                **({"strategy_params": c.strategy.own_params(p)} if c.strategy.own_params(p) else {}),
             }
         ),
     }

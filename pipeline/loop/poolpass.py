@@ -17,7 +17,7 @@ Eq. 7 history pass does; only rank 0 gets the scored frame (the others get None)
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,9 @@ COLUMNS = ["sample_id", "score", "asked_class", "pred_class", "pred_prob"]
 QUESTION_COLUMNS = ["question_rule", "question_score"]
 PROBS = "probs"  # the [C] probabilities of the top `keep_probs` candidates (follow-up rounds rescore them)
 _EMBEDDED = frozenset({"embeddings", "grad_embeddings", "labeled_embeddings"})
+# per-sample arrays a pass yields where asked for (`pass_batches`' mc / members / loss_head), and
+# their sample axis: [T, b, C] and [E, b, C] along 1, [b] along 0
+_EXTRAS = {"mc_probs": 1, "ensemble_probs": 1, "predicted_loss": 0}
 
 
 def grad_embeddings(probs: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
@@ -59,11 +62,22 @@ def _gather(batches: list[PassBatch], embeddings: bool) -> PassBatch | None:
     if embeddings:
         f = batches[0].embeddings.shape[1] if batches else 0
         emb = dist.all_gather_varlen(cat([b.embeddings for b in batches], f, np.float32))
+    extras = {}
+    for name, axis in _EXTRAS.items():  # the baselines' arrays, gathered along their sample axis
+        if batches and getattr(batches[0], name) is not None:
+            local = np.concatenate([np.moveaxis(getattr(b, name), axis, 0) for b in batches])
+            extras[name] = (axis, dist.all_gather_varlen(torch.from_numpy(np.ascontiguousarray(local))).numpy())
     if not dist.is_main():
         return None
     order = np.argsort(ids.numpy(), kind="stable")
     return PassBatch(ids=ids.numpy()[order], probs=probs.numpy()[order],
-                     embeddings=None if emb is None else emb.numpy()[order])
+                     embeddings=None if emb is None else emb.numpy()[order],
+                     **{name: np.moveaxis(a[order], 0, axis) for name, (axis, a) in extras.items()})
+
+
+def _extras(b: PassBatch) -> dict[str, np.ndarray]:
+    """The baselines' arrays a batch carries, as `Candidates` fields."""
+    return {name: getattr(b, name) for name in _EXTRAS if getattr(b, name) is not None}
 
 
 def score_pool(
@@ -71,6 +85,7 @@ def score_pool(
     run_pass: Callable[..., object], history: PredictionHistory | None = None, seed: int = 0,
     labeled_ids: np.ndarray | None = None, distributed: bool = False,
     truth: Callable[[np.ndarray], np.ndarray] | None = None, keep_probs: int = 0,
+    settings: Mapping[str, Any] | None = None, images: Any = None,
 ) -> pd.DataFrame | None:
     """Score the candidates `ids` [n] with `strategy` for a query of `k` questions.
 
@@ -82,7 +97,11 @@ def score_pool(
     *QUESTION_COLUMNS when the strategy chooses the question*, *probs when keep_probs*]
     (one row per candidate; with `keep_probs` = m > 0, `probs` holds the [C] probabilities
     of the m best-ranked candidates and None elsewhere, in O(m·C) memory).
+    `settings` (the strategy's own params) and `images` (an `ImageSource`) are handed over as
+    they are; the arrays `run_pass` yields besides probs and embeddings (MC-dropout samples,
+    ensemble softmax, predicted loss) become the `Candidates` fields of the same names.
     """
+    lazy = {"settings": dict(settings or {}), "images": images, "labeled_ids": labeled_ids}
     needs = strategy.needs
     want_emb = bool(needs & _EMBEDDED)
     per_sample = strategy.per_sample and not distributed
@@ -94,7 +113,7 @@ def score_pool(
 
     for b in run_pass(ids, embeddings=want_emb, distributed=distributed):
         if per_sample:
-            cands = Candidates(**inputs(b))
+            cands = Candidates(**inputs(b), **_extras(b), **lazy)
             parts.append(_frame(b, cands, strategy.scores(cands, k), strategy))
             if keep_probs:
                 best = _best_probs(best, parts[-1], b.probs, keep_probs)
@@ -113,7 +132,7 @@ def score_pool(
                                                        "seed": seed}),
             embeddings=whole.embeddings if "embeddings" in needs else None,
             grad_embeddings=grad_embeddings(whole.probs, whole.embeddings) if "grad_embeddings" in needs else None,
-            labeled_embeddings=labeled,
+            labeled_embeddings=labeled, **_extras(whole), **lazy,
         )
         parts = [_frame(whole, cands, strategy.scores(cands, k), strategy)] if len(whole.ids) else []
         if keep_probs and parts:
@@ -136,8 +155,10 @@ def _concat(batches: list[PassBatch], embeddings: bool) -> PassBatch:
     if not batches:
         return PassBatch(ids=np.zeros(0, np.int64), probs=np.zeros((0, 0), np.float32),
                          embeddings=np.zeros((0, 0), np.float32) if embeddings else None)
+    extras = {name: np.concatenate([getattr(b, name) for b in batches], axis=axis)
+              for name, axis in _EXTRAS.items() if getattr(batches[0], name) is not None}
     return PassBatch(ids=np.concatenate([b.ids for b in batches]), probs=np.concatenate([b.probs for b in batches]),
-                     embeddings=np.concatenate([b.embeddings for b in batches]) if embeddings else None)
+                     embeddings=np.concatenate([b.embeddings for b in batches]) if embeddings else None, **extras)
 
 
 def _frame(b: PassBatch, cands: Candidates, scores: np.ndarray, strategy: Strategy) -> pd.DataFrame:

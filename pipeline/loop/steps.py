@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipeline.core import distributed as dist
 from pipeline.core import io
+from pipeline.loop import baselines
 from pipeline.loop.inference import pass_batches
 from pipeline.loop import rounds
 from pipeline.loop.poolpass import COLUMNS, QUESTION_COLUMNS, score_pool
@@ -54,7 +55,8 @@ def score_step(c: Cycle) -> pd.DataFrame | None:
         history = load_query_history(c.prev_dir / "history.npz", c.window)
     labeled = pool.loc[pool["status"] != "unlabeled", "sample_id"].to_numpy(dtype=np.int64)
     run_pass = partial(pass_batches, state.model, ctx.layout.beton("train"), device=ctx.device,
-                       num_workers=ctx.params.train.num_workers, teacher=c.method.asks_with_teacher)
+                       num_workers=ctx.params.train.num_workers, teacher=c.method.asks_with_teacher,
+                       **baselines.pass_options(c, state.model))  # the conventional learners' inputs
     scored = score_pool(
         state.model, strategy, ids, c.budget,
         denied=lambda b: pools.denied_matrix(pool, b, ctx.num_classes),
@@ -63,6 +65,7 @@ def score_step(c: Cycle) -> pd.DataFrame | None:
         # a counterfactual arm reads the labels from an oracle that knows them (others refuse)
         truth=(lambda b: c.oracle.truth(b, c.asking)) if "truth" in strategy.needs else None,
         keep_probs=c.budget if c.arm.rounds > 1 else 0,  # follow-up rounds rescore the asked samples
+        settings=strategy.own_params(ctx.params), images=baselines.images(c),
     )
     if not dist.is_main():
         return None
@@ -140,22 +143,28 @@ def retrain_step(c: Cycle, key: dict, *, until_epoch: int | None = None,
     history = cycle_history(c.windows, c.query_epoch, c.retrain_until, ctx.num_samples, ctx.num_classes,
                             carried=c.prev_dir / "history.npz" if c.k > 1 and dist.is_main() else None)
     p = ctx.params
+    view = pool_view(pool, ctx.num_classes, c.arm)
+    plan = baselines.stage2_plan(c, c.method.loss_plan(c.arm, p.loss, p.onebit, p.train.stage1_epochs))
+    aux = baselines.loss_head(c, state.model)  # LL4AL's head (None for every other strategy)
     rows = train_epochs(
         state,
-        pool_view(pool, ctx.num_classes, c.arm),
-        c.method.loss_plan(c.arm, p.loss, p.onebit, p.train.stage1_epochs),
+        view,
+        plan,
         loop_config(ctx),
         until_epoch=c.retrain_until if until_epoch is None else until_epoch,
         history=history,
         log=log if dist.is_main() else None,
         progress=progress,
+        aux=aux,
     )
+    baselines.train_members(c, view, plan, c.retrain_until if until_epoch is None else until_epoch)
     manifest: dict = {}
     if dist.is_main():
         seconds = dict(seconds or {})
         io.save_torch(c.dir / "checkpoint.pt", state.state_dict())
         if history is not None:
             history.save(c.dir / "history.npz")
+        baselines.save_loss_head(c, aux)
         epochs, timings = split_log(rows)
         io.write_csv(c.dir / "log.csv", epochs)
         seconds["retrain"] = round(time.perf_counter() - t0, 4)

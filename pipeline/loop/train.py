@@ -235,6 +235,8 @@ def loop_views(plan: LossPlan, sup_view: str) -> tuple[list[str], list[str]]:
     """
     if plan.denied_consistency:  # Hu et al.'s views whatever sup_view says: their method, not a knob
         return ["weak", "weak"], ["weak", "weak"]
+    if plan.labeled_only:  # cross-entropy alone: view 1 is the classification view, nothing else is read
+        return [sup_view, "clean"], ["clean", "clean"]
     if sup_view == "strong":
         return ["strong", "strong"], ["strong", "strong"]
     labeled = ["strong", "strong", sup_view] if plan.contrastive_labeled else [sup_view, "strong"]
@@ -356,11 +358,13 @@ def step_batch(lab: Batch, unl: Batch | None, device: torch.device) -> StepBatch
 class GroupForward:
     """One forward pass over named view groups, concatenated in order (one batch, so
     train-mode BatchNorm sees them together): logits [N, C] and embeddings [N, D] of all
-    N rows, read back by group name."""
+    N rows, read back by group name; `all_extra` [N]: a third output of the net where it
+    has one (the loss-prediction head's predicted loss, `QueryNet`), else None."""
 
     all_logits: torch.Tensor
     all_emb: torch.Tensor
     spans: dict[str, slice]
+    all_extra: torch.Tensor | None = None
 
     def logits(self, group: str) -> torch.Tensor:
         return self.all_logits[self.spans[group]]
@@ -368,19 +372,71 @@ class GroupForward:
     def emb(self, group: str) -> torch.Tensor:
         return self.all_emb[self.spans[group]]
 
+    def extra(self, group: str) -> torch.Tensor:
+        return self.all_extra[self.spans[group]]
+
     def float(self) -> GroupForward:
-        return dataclasses.replace(self, all_logits=self.all_logits.float(), all_emb=self.all_emb.float())
+        return dataclasses.replace(self, all_logits=self.all_logits.float(), all_emb=self.all_emb.float(),
+                                   all_extra=None if self.all_extra is None else self.all_extra.float())
 
 
-def forward_groups(net: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+def forward_groups(net: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
                    groups: dict[str, torch.Tensor]) -> GroupForward:
     """`net` on the groups' tensors [n_g, 3, H, W] concatenated in the dict's order."""
     spans, start = {}, 0
     for name, x in groups.items():
         spans[name] = slice(start, start + x.shape[0])
         start += x.shape[0]
-    logits, emb = net(torch.cat(list(groups.values())))
-    return GroupForward(logits, emb, spans)
+    out = net(torch.cat(list(groups.values())))
+    return GroupForward(out[0], out[1], spans, out[2] if len(out) > 2 else None)
+
+
+class QueryNet(torch.nn.Module):
+    """The query encoder as a plan with dropout or a loss-prediction head trains it.
+
+    forward: x [B, 3, H, W] → (logits [B, C], z [B, D]) as `Encoder.forward`, with dropout of
+    rate `dropout` on the penultimate features before the classifier in training mode (the
+    projection reads the features without it), and, with a `loss_head`, a third output: the
+    predicted loss [B] of the features (detached from the backbone when `detach`). It owns no
+    parameter of its own besides the head's, so checkpoints keep the encoder's keys; a plan
+    with neither trains `Encoder` itself (`query_net`).
+    """
+
+    def __init__(self, encoder: torch.nn.Module, dropout: float = 0.0,
+                 loss_head: torch.nn.Module | None = None) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dropout = float(dropout)
+        self.loss_head = loss_head
+        self.detach = False
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = self.encoder.features(x)
+        hc = torch.nn.functional.dropout(h, self.dropout, self.training) if self.dropout > 0 else h
+        logits = self.encoder.classifier(hc)
+        z = torch.nn.functional.normalize(self.encoder.projector(h), dim=1)
+        if self.loss_head is None:
+            return logits, z
+        return logits, z, self.loss_head(h.detach() if self.detach else h)
+
+
+@dataclass
+class AuxHead:
+    """A module trained beside the query encoder with its own optimizer (LL4AL's loss-prediction
+    head); its learning rate follows the loop's schedule. Saved by its owner, not in the checkpoint."""
+
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+def query_net(encoder: torch.nn.Module, plan: LossPlan, aux: AuxHead | None = None) -> torch.nn.Module:
+    """What the step's query forward runs: the encoder itself, or a `QueryNet` around it
+    when the plan trains with dropout or a loss-prediction head."""
+    if plan.dropout <= 0 and not plan.loss_prediction:
+        return encoder
+    if plan.loss_prediction and aux is None:
+        raise ObcpError("a plan with loss_prediction needs its head (train_epochs(aux=AuxHead(...))).")
+    return QueryNet(encoder, plan.dropout, aux.module if plan.loss_prediction else None)
 
 
 @dataclass(frozen=True)
@@ -404,6 +460,8 @@ def step_loss(model: ObCP, qnet: torch.nn.Module, bank: LabelBank, batch: StepBa
     `gen`: draws the label bank's positives and hard negatives (plans that use the bank).
     """
     b = batch
+    if plan.labeled_only:
+        return _labeled_only_loss(model, qnet, batch, pool, plan, precision)
     views = {"l1": b.xl1, "u1": b.xu1}  # view 1, then the classification views where there are any
     views.update({name: x for name, x in (("lc", b.xlc), ("uc", b.xuc)) if x is not None})
     both = plan.needs_bank or plan.denied_consistency  # the key encoder sees the labeled view 2 too
@@ -445,12 +503,63 @@ def step_loss(model: ObCP, qnet: torch.nn.Module, bank: LabelBank, batch: StepBa
     if plan.denied_consistency:  # Mean Teacher: over the whole batch, labeled samples included
         den = pool.denied[torch.cat([b.idl, b.idu])]
         terms["cons"] = losses.denied_consistency(torch.cat([cls_l, cls_u]), logits_k, den)
+    if plan.loss_prediction:
+        terms["lpl"] = _lpl_term(fq, "lc" if b.xlc is not None else "l1", cls_l, yl, sup_mask, plan)
 
     total = terms["sup"]
     for name, term in terms.items():
         if name != "sup":
             total = total + plan.weight(name) * term
     return StepLoss(total=total, terms=terms, logits_u=logits_u, ku=ku, kl=kl)
+
+
+def loss_prediction_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 1.0) -> torch.Tensor:
+    """LL4AL's ranking loss (Yoo & Kweon 2019; their code's `LossPredLoss`) of predicted losses
+    pred [B] against true losses target [B] (detached), on the pairs (i, B − 1 − i): mean over
+    pairs of max(0, ξ − sign(l_i − l_j)·(l̂_i − l̂_j)). An odd batch drops its last sample; 0 (on
+    the graph) for fewer than 2 samples."""
+    b = (pred.shape[0] // 2) * 2
+    if b == 0:
+        return pred.float().sum() * 0.0
+    pred, target = pred[:b].float(), target[:b].detach().float()
+    dp = (pred - pred.flip(0))[: b // 2]
+    dt = (target - target.flip(0))[: b // 2]
+    one = 2 * torch.sign(torch.clamp(dt, min=0)) - 1  # +1 where l_i > l_j, else −1 (as in their code)
+    return torch.clamp(margin - one * dp, min=0).sum() / dp.shape[0]
+
+
+def _lpl_term(fq: GroupForward, group: str, cls_l: torch.Tensor, yl: torch.Tensor, sup_mask: torch.Tensor,
+              plan: LossPlan) -> torch.Tensor:
+    """LL4AL's loss-prediction loss on the labeled samples in L_sup: the head's predicted loss
+    of `group` against their cross-entropy (`loss_prediction_loss`)."""
+    target = torch.nn.functional.cross_entropy(cls_l[sup_mask].float(), yl[sup_mask].long(), reduction="none")
+    return loss_prediction_loss(fq.extra(group)[sup_mask], target, plan.lpl_margin)
+
+
+def _labeled_only_loss(model: ObCP, qnet: torch.nn.Module, batch: StepBatch, pool: PoolView, plan: LossPlan,
+                       precision: Precision) -> StepLoss:
+    """A conventional learner's step (`LossPlan.labeled_only`): the query encoder sees the
+    labeled view 1 alone; L_sup (+ LL4AL's term where the plan has it). The key encoder keeps
+    its EMA (it is never read) and nothing is enqueued; logits_u is empty."""
+    b = batch
+    with precision.autocast():
+        fq = forward_groups(qnet, {"l1": b.xl1})
+    with torch.no_grad():
+        model.momentum_update(plan.teacher_decay)
+    if precision.enabled:
+        fq = fq.float()
+    cls_l = fq.logits("l1")
+    yl = pool.labels[b.idl]
+    sup_mask = pool.in_sup[b.idl]
+    terms = {"sup": losses.sup_loss(cls_l[sup_mask], yl[sup_mask])}
+    if plan.loss_prediction:
+        terms["lpl"] = _lpl_term(fq, "l1", cls_l, yl, sup_mask, plan)
+    total = terms["sup"]
+    for name, term in terms.items():
+        if name != "sup":
+            total = total + plan.weight(name) * term
+    empty = fq.all_emb[:0].detach()
+    return StepLoss(total=total, terms=terms, logits_u=fq.all_logits[:0].detach(), ku=empty, kl=None)
 
 
 def bank_generator(cfg: LoopConfig, epoch: int, step: int) -> torch.Generator:
@@ -473,6 +582,7 @@ def train_epochs(
     on_epoch_end: Callable[[TrainState, dict[str, float]], None] | None = None,
     log: Callable[[str], None] | None = echo,
     progress: bool = True,
+    aux: AuxHead | None = None,
 ) -> list[dict[str, float]]:
     """Train from `state.epoch` up to (excluding) `until_epoch`; returns one log row per epoch.
 
@@ -484,6 +594,10 @@ def train_epochs(
     epoch inside its window, the softmax of every unlabeled sample, gathered across ranks:
     from the training step's view-1 forward pass (`cfg.history_view` strong), or from an
     eval-mode pass at the end of the epoch (`record_pass`: clean or weak).
+
+    `aux`: the head a plan with `loss_prediction` trains beside the encoder (its own optimizer,
+    the same learning rate at every step). A plan with dropout or that head trains a `QueryNet`
+    around the encoder; any other plan trains the encoder itself, exactly as before.
     """
     model, bank, optimizer, device = state.model, state.bank, state.optimizer, cfg.device
     unl_loader, lab_loader = loop_loaders(pool, plan, cfg)
@@ -504,12 +618,16 @@ def train_epochs(
     # stop the threads on any exit; the projector of a plan without q stays out of DDP's buckets
     with contextlib.closing(unl_stream), contextlib.closing(lab_stream), \
             frozen([] if plan.uses_projection else model.encoder_q.projector.parameters()):
-        qnet = DistributedDataParallel(model.encoder_q) if cfg.distributed else model.encoder_q
+        net = query_net(model.encoder_q, plan, aux)
+        qnet = DistributedDataParallel(net) if cfg.distributed else net
+        optimizers = [optimizer] + ([aux.optimizer] if aux is not None and plan.loss_prediction else [])
         while state.epoch < until_epoch:
             epoch = state.epoch
             epoch_plan = plan.at_epoch(epoch)
+            if isinstance(net, QueryNet):
+                net.detach = epoch_plan.lpl_detach
             record = history is not None and history.in_window(epoch)
-            record_steps = record and cfg.history_view == "strong"
+            record_steps = record and cfg.history_view == "strong" and not plan.labeled_only
             pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (ids, softmax) not yet recorded
             sums: dict[str, torch.Tensor] = {}
             seen, t0 = 0, time.perf_counter()
@@ -517,15 +635,18 @@ def train_epochs(
                        disable=not (progress and dist.is_main() and sys.stderr.isatty()))
             for step in bar:
                 lr = learning_rate(cfg.train.lr, epoch + step / max(steps, 1), cfg.total_epochs)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                for opt in optimizers:
+                    for group in opt.param_groups:
+                        group["lr"] = lr
                 batch = step_batch(next(lab_stream), next(unl_stream) if step < own_steps else None, device)
                 gen = bank_generator(cfg, epoch, step) if plan.needs_bank else None
                 out = step_loss(model, qnet, bank, batch, on_device, epoch_plan, cfg.contrastive, precision, gen)
 
-                optimizer.zero_grad(set_to_none=True)
+                for opt in optimizers:
+                    opt.zero_grad(set_to_none=True)
                 scaler.scale(out.total).backward()
-                scaler.step(optimizer)
+                for opt in optimizers:
+                    scaler.step(opt)
                 scaler.update()
 
                 with torch.no_grad():

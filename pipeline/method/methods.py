@@ -10,6 +10,7 @@ it never tests a method's name. Register a new one in `pipeline.core.registry.ME
 - ``onebit``: Hu et al., "One-bit supervision for image classification" (NeurIPS 2020):
   Mean Teacher whose teacher ignores denied classes; the teacher asks (`asks_with_teacher`).
 - ``fullbit``: ObCP's training with full labels at equal bits (log2 C bits a label).
+- ``supervised``: a conventional learner, full labels and cross-entropy alone (the paper's baselines).
 """
 from __future__ import annotations
 
@@ -151,7 +152,38 @@ class FullBit(FullLabelMethod):
         return "entropy" if arm.strategy == "obcp" else arm.strategy
 
 
-for _method in (ObCP(), OneBit(), FullBit()):
+class Supervised(FullLabelMethod):
+    """A conventional active learner: full labels from the oracle, cross-entropy alone.
+
+    This is how the paper's baselines (Core-set, MC-Dropout, DBAL, ensembles, LL4AL, VAAL)
+    train: no contrastive term, no unlabeled image in a training batch, the BatchNorm
+    statistics or the queue (`LossPlan.labeled_only`). Same backbone, epochs, learning-rate
+    schedule, batch size and classification view (`train.sup_view`) as every other arm,
+    and the same bits (log2 C a label). Next to ``fullbit`` (ObCP's training with the same
+    full labels) it separates the effect of the training from that of the selection.
+
+    Weights: each cycle continues from the previous one, and cycle 1 from the stage-1
+    checkpoint that every arm of the seed shares (trained on I^S with L_sup + λ·L_c.u), so
+    only stage 2 differs between arms. The authors' code retrains from scratch each cycle:
+    VAAL's `main.py` re-creates the VGG-16 task model (and the VAE and discriminator) for
+    every split ("re initialize and retrain the models"), TA-VAAL's `main.py` creates a new
+    ResNet-18 every cycle ("create new instance for every cycle so that it resets"), while
+    the Learning-Loss reimplementation the paper's sources build on keeps one model per trial
+    and continues it with a fresh optimizer. From scratch would need a schedule of its own per
+    cycle (a cycle here retrains for `stage2_epochs / query_times` epochs); docs/baselines.md.
+    An arm that says ``obcp`` ranks by entropy (Eq. 7 needs ObCP's history).
+    """
+
+    name = "supervised"
+
+    def loss_plan(self, arm: ArmParams, loss: LossParams, onebit: OnebitParams, start_epoch: int) -> LossPlan:
+        return LossPlan(lambda_ctr=0.0, contrastive_unlabeled=False, labeled_only=True)
+
+    def strategy(self, arm: ArmParams) -> str:
+        return "entropy" if arm.strategy == "obcp" else arm.strategy
+
+
+for _method in (ObCP(), OneBit(), FullBit(), Supervised()):
     METHODS.register(_method)
 
 

@@ -43,6 +43,20 @@ class LossPlan:
     cons_rampup: int = 0
     cons_start: int = 0
     teacher_decay: float | None = None
+    # a conventional learner (`supervised`): only the labeled views reach the query encoder
+    # (cross-entropy alone; no unlabeled image in a batch, the BN statistics or the queue)
+    labeled_only: bool = False
+    # MC dropout's training (arms whose strategy declares `dropout`): dropout of rate p on the
+    # penultimate features before the classifier, functional (no parameter), training forward only
+    dropout: float = 0.0
+    # Learning Loss (LL4AL): a loss-prediction head on the penultimate features, trained jointly with
+    # its ranking loss (weight λ_lpl, margin ξ); its gradient stops reaching the backbone from
+    # (global) epoch `lpl_detach_from` on (None: never), as Yoo & Kweon stop it after 120 of 200 epochs
+    loss_prediction: bool = False
+    lambda_lpl: float = 1.0
+    lpl_margin: float = 1.0
+    lpl_detach_from: int | None = None
+    lpl_detach: bool = False  # set per epoch by `at_epoch`
 
     @property
     def needs_bank(self) -> bool:
@@ -56,14 +70,18 @@ class LossPlan:
     def weight(self, term: str) -> float:
         """The factor of a loss term (a key of `StepLoss.terms`) in the total."""
         return {"sup": 1.0, "c_u": self.lambda_ctr, "c_l": self.lambda_ctr, "c_n": self.lambda_ctr,
-                "neg": self.lambda_neg, "cons": self.lambda_cons}[term]
+                "neg": self.lambda_neg, "cons": self.lambda_cons, "lpl": self.lambda_lpl}[term]
 
     def at_epoch(self, epoch: int) -> LossPlan:
-        """The plan of one epoch: λ_cons times the sigmoid ramp-up at `epoch` (weights fixed)."""
-        if not self.cons_rampup:
-            return self
-        ramp = sigmoid_rampup(epoch - self.cons_start, self.cons_rampup)
-        return dataclasses.replace(self, lambda_cons=self.lambda_cons * ramp, cons_rampup=0)
+        """The plan of one epoch: λ_cons times the sigmoid ramp-up at `epoch` (weights fixed);
+        whether the loss-prediction head's gradient reaches the backbone in that epoch."""
+        plan = self
+        if plan.lpl_detach_from is not None:
+            plan = dataclasses.replace(plan, lpl_detach=epoch >= plan.lpl_detach_from, lpl_detach_from=None)
+        if not plan.cons_rampup:
+            return plan
+        ramp = sigmoid_rampup(epoch - plan.cons_start, plan.cons_rampup)
+        return dataclasses.replace(plan, lambda_cons=plan.lambda_cons * ramp, cons_rampup=0)
 
 
 def stage1_plan(loss: LossParams) -> LossPlan:

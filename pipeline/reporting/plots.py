@@ -575,6 +575,15 @@ def write_report(results: pd.DataFrame, arms: Mapping[str, ArmParams], ledgers: 
         ("Ablations (Table 4)", (figs / "ablations.md").read_text()),
         coldstart.section(results),  # cycle 1 against stage 1, flagging an arm that loses accuracy
     ]
+    from pipeline.reporting import baselines  # the conventional learners: only where the results have one
+
+    if baselines.conventional_arms(results):
+        entries.insert(0, FigureEntry(
+            baselines.fig4(results, figs / "conventional.png"), "ObCP vs conventional active learners (Fig. 4)",
+            "Test top-1 vs labeled-equivalent % of ObCP, one-bit, full-bit and the conventional learners (full "
+            "labels, cross-entropy alone; docs/baselines.md) at equal bits; mean ± std over seeds."))
+        sections.insert(1, ("Labeled % to reach ObCP (Fig. 4)",
+                            baselines.match(results, figs / "conventional_match").read_text()))
     index = reports / "index.md"
     write_text(index, index_markdown(entries, reports, sections, header))
     return index

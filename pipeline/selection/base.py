@@ -22,8 +22,8 @@ through `plugins:` in params.yaml).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterator, Mapping, Protocol
 
 import numpy as np
 
@@ -34,9 +34,10 @@ from pipeline.method.history import PredictionHistory
 #: prediction history; penultimate-layer embeddings [n, D]; MC-dropout softmax samples
 #: [T, n, C]; last-layer gradient embeddings [n, D·C]; the labeled set's embeddings [m, D];
 #: the ground truth [n] as only an oracle that knows it gives it (counterfactual arms: a
-#: human oracle refuses them)
+#: human oracle refuses them); the conventional learners' (docs/baselines.md): the softmax
+#: of the arm's E ensemble members [E, n, C], LL4AL's predicted loss [n], the images (VAAL)
 INPUTS: tuple[str, ...] = ("probs", "history", "embeddings", "mc_probs", "grad_embeddings", "labeled_embeddings",
-                           "truth")
+                           "truth", "ensemble_probs", "predicted_loss", "images")
 #: `Strategy.question_rule` of the paper's question: the predicted class among those not yet denied
 PREDICTED = "predicted"
 _PROB_TOLERANCE = 1e-2
@@ -76,6 +77,17 @@ def check_probs(probs: np.ndarray | None, n: int, strategy: str) -> np.ndarray:
     return probs
 
 
+class ImageSource(Protocol):
+    """The train images of given ids, for a strategy that trains on pixels (VAAL)."""
+
+    device: Any  # the torch device the batches are on
+
+    def batches(self, ids: np.ndarray, *, batch_size: int, shuffle: bool = False, seed: int = 0,
+                epoch: int = 0) -> Iterator[tuple[np.ndarray, Any]]:
+        """(ids [b], x [b, 3, H, W] float tensor on `device`, the clean view) per batch."""
+        ...
+
+
 @dataclass(frozen=True)
 class Candidates:
     """The n candidates of one query (unlabeled samples with a class left to ask) and the
@@ -86,7 +98,10 @@ class Candidates:
     labeled_embeddings [m, D]; seed: this query's seed (seed·1000 + cycle); denied [n, C]
     bool: the classes the oracle already denied (earlier cycles, and earlier rounds of this
     cycle; always given by the loop); truth [n] int64: the label the oracle would answer
-    from (only for a strategy that declares "truth", and only from an oracle that knows it).
+    from (only for a strategy that declares "truth", and only from an oracle that knows it);
+    ensemble_probs [E, n, C]; predicted_loss [n]; images: an :class:`ImageSource` (with
+    labeled_ids [m], the labeled samples' ids); settings: the strategy's own params
+    (`Strategy.own_params`).
     """
 
     ids: np.ndarray
@@ -99,6 +114,11 @@ class Candidates:
     seed: int = 0
     denied: np.ndarray | None = None
     truth: np.ndarray | None = None
+    ensemble_probs: np.ndarray | None = None
+    predicted_loss: np.ndarray | None = None
+    images: ImageSource | None = None
+    labeled_ids: np.ndarray | None = None
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.ids.size)
@@ -124,6 +144,17 @@ class Strategy:
     #: how the asked class is chosen: PREDICTED (the paper; `ask` is not overridden) or the
     #: name of the strategy's own rule (it overrides `ask`; the ledger records the rule and score)
     question_rule: ClassVar[str] = PREDICTED
+
+    # what an arm of this strategy trains besides its method's model (docs/baselines.md); the
+    # loop reads these, so the other arms' training stays exactly as it was:
+    dropout: ClassVar[bool] = False  # dropout (`baselines.dropout`) before the classifier in stage 2
+    ensemble: ClassVar[bool] = False  # `baselines.ensemble` − 1 more models, seeded apart
+    loss_head: ClassVar[bool] = False  # LL4AL's loss-prediction head, trained jointly
+
+    def own_params(self, params: Any) -> dict[str, Any]:
+        """The settings this strategy reads from `params` (part of its cycles' resume key and
+        handed over as `Candidates.settings`); {} for most."""
+        return {}
 
     def scores(self, cands: Candidates, k: int) -> np.ndarray:
         raise NotImplementedError

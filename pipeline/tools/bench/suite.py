@@ -16,7 +16,7 @@ import torch
 
 from pipeline.core import io
 
-SECTIONS = ("convert", "loader", "train", "cycle", "ddp", "memory", "train_cifar", "retest")
+SECTIONS = ("convert", "loader", "train", "cycle", "ddp", "memory", "train_cifar", "retest", "selection")
 
 
 def default_sections() -> tuple[str, ...]:
@@ -100,6 +100,10 @@ def run_suite(params: Path, out: Path, sections: tuple[str, ...] | None = None, 
 
                 _, ctx = _digits(tmp, "retest", params, {"train": {"stage1_epochs": 6}} if quick else {})
                 report[name] = bench_retest(ctx, pairs=1 if quick else 3)
+            elif name == "selection":
+                from pipeline.tools.bench.selection import bench_selection
+
+                report[name] = bench_selection(quick, echo=echo)
             elif name == "train_cifar":
                 from pipeline.tools.bench.train import bench_train_loop
 
@@ -143,6 +147,10 @@ def summary_table(report: dict) -> str:
         views = report["retest"]["views"]
         lines.append("Eq. 7 test-retest Spearman (top-k overlap)   " + ", ".join(
             f"{v} {r['spearman_mean']} ({r['top_k_overlap_mean']})" for v, r in views.items()))
+    if "selection" in report:
+        for r in report["selection"]["rows"]:
+            lines.append(f"selection {r['strategy']:>10} N={r['N']:>9} C={r['C']:>4} k={r['k']:>4}  {r['seconds']} s, "
+                         f"peak {r['peak_rss_mib'] / 1024:.2f} GiB (inputs {r['inputs_mib'] / 1024:.2f} GiB)")
     if "memory" in report:
         for r in report["memory"]["by_N"]:
             lines.append(f"history+scoring peak RSS N={r['N']:>9} C={r['C']}  {r['peak_rss_mib']} MiB")

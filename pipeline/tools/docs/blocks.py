@@ -378,6 +378,64 @@ def render_bench(page: Page) -> str:
     return "\n".join(lines)
 
 
+@renderer("fig4-claims")
+def render_fig4_claims(page: Page) -> str:
+    """The claims of the fig4 study (reports/fig4/study/claims.csv: obcp against each conventional learner,
+    and Fig. 6 left), judged by its pre-registered rule; not yet there: says how to make it."""
+    path = page.root / "reports/fig4/study/claims.csv"
+    if not path.is_file():
+        return ("Not run yet: `obcp study run --spec pipeline/tools/study/fig4.yaml` then `obcp study report "
+                "--spec pipeline/tools/study/fig4.yaml` write `reports/fig4/study.md` and `reports/fig4/study/claims.csv`.")
+    claims = pd.read_csv(path)
+    datasets = list(dict.fromkeys(claims["dataset"]))
+    head = "| claim (paper) | " + " | ".join(f"{d} | verdict" for d in datasets) + " |"
+    lines = [head, "|---" * (1 + 2 * len(datasets)) + "|"]
+    for claim in dict.fromkeys(claims["claim"]):
+        cells = []
+        for d in datasets:
+            r = claims[(claims["claim"] == claim) & (claims["dataset"] == d)]
+            cells += ["—", "not run"] if r.empty else [_interval(r.iloc[0]), str(r.iloc[0]["verdict"])]
+        lines.append(f"| {claim} | " + " | ".join(cells) + " |")
+    n = sorted(set(int(v) for v in claims["n"]))
+    lines += ["", f"A − B in percentage points, paired by seed (n = {', '.join(map(str, n))} seeds), with its 95 % "
+                  f"t-interval, judged by the rule written before the runs (`pipeline/tools/study/fig4.yaml`); from "
+                  f"[`reports/fig4/study/claims.csv`]({page.link('reports/fig4/study/claims.csv')})."]
+    return "\n".join(lines)
+
+
+@renderer("selection-bench")
+def render_selection_bench(page: Page) -> str:
+    """Each strategy's selection time and peak memory (`obcp bench --only selection`, reports/bench.json)."""
+    doc = json.loads(_read(page, "reports/bench.json").read_text())
+    sel = doc.get("selection")
+    if not sel:
+        return "Not measured yet: `obcp bench --only selection` adds it to `reports/bench.json`."
+    rows = pd.DataFrame(sel["rows"])
+    configs = list(dict.fromkeys(zip(rows["N"], rows["C"])))
+    head = "| strategy | " + " | ".join(f"N = {_thousands(n)}, C = {c}" for n, c in configs) + " |"
+    lines = [head, "|---" * (1 + len(configs)) + "|"]
+    for strategy in dict.fromkeys(rows["strategy"]):
+        cells = []
+        for n, c in configs:
+            r = rows[(rows["strategy"] == strategy) & (rows["N"] == n) & (rows["C"] == c)]
+            if r.empty:
+                cells.append("—")
+                continue
+            r = r.iloc[0]
+            cells.append(f"{r['seconds']:.2f} s, {r['peak_rss_mib'] / 1024:.2f} GiB (k = {int(r['k'])})")
+        lines.append(f"| `{strategy}` | " + " | ".join(cells) + " |")
+    machine = doc.get("machine", {})
+    lines += ["", f"Seconds of selection (scoring and picking k) and peak resident memory of the process "
+                  f"(a fresh interpreter with torch imported, inputs included), on synthetic inputs: "
+                  f"{sel['features']} features, T = {sel['mc_samples']} dropout samples, E = {sel['ensemble']} "
+                  f"ensemble members, per-sample strategies in chunks of {_thousands(sel['chunk'])} (on at most "
+                  f"{_thousands(sel.get('sampled', 0))} candidates, their seconds scaled to N: a chunk costs the same "
+                  f"whatever N) "
+                  f"({machine.get('cpu_count', '?')} CPU cores, {sel.get('threads', 1)} BLAS thread); from "
+                  f"[`reports/bench.json`]({page.link('reports/bench.json')})."]
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- the study's pick
 
 

@@ -43,7 +43,7 @@ from pipeline.tools.study import table
 from pipeline.tools.study.rule import pick
 from pipeline.tools.study.spec import Cell, Spec, StudyError, block_cells
 
-SKIP_DIRS: tuple[str, ...] = ("__pycache__", "study")  # not copied: caches, and this package (no stage reads it)
+SKIP_DIRS: tuple[str, ...] = ("__pycache__", "study", "bench", "docs")  # not copied: caches, and tools no stage runs
 MARKER = "study-cell.json"
 LOG = "study.log"
 STAGE_LINES = {

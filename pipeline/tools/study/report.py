@@ -260,7 +260,7 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
                  cells: pd.DataFrame | None = None) -> Path:
     """Write the study report `out` (markdown) and, under ``<out's folder>/study/``, its CSVs and figures."""
     out, root = Path(out), Path(root)
-    tables = out.parent / "study"
+    tables = out.parent / out.stem  # reports/study.md → reports/study/
     figs = tables / "figures"
     runs = with_yes_rate(runs)
     summ = summary(runs)
@@ -336,6 +336,10 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
                                      f"{key} per query cycle, {dataset}, block {block.name} (mean ± std over seeds)")
                 if png is not None:
                     lines += [f"![{key}, {dataset}]({_rel(png, out.parent)})", ""]
+    if spec.name == "fig4" and len(runs):  # the fig4 spec's curves, tables and claims (pipeline/tools/study/fig4.py)
+        from pipeline.tools.study import fig4
+
+        lines += fig4.section(runs, tables, out.parent)
     if isinstance(chosen, ArmPick):
         lines += ["## The rule's pick", "", f"**{chosen.reason}.**", "", markdown_table(_arm_rank_view(chosen, spec)),
                   f"Each arm's final top-1 minus `{rule_arm}`'s, paired by dataset and seed and pooled, in "

@@ -3,6 +3,7 @@
 A spec is YAML (the committed one is ``pipeline/tools/study/study.yaml``)::
 
     title: ...                                   # optional, the report's heading
+    name: study                                  # optional: data/<name>/, reports/<name>/, reports/<name>.md
     seeds: [0, 1, 2, 3, 4]                       # every cell runs every seed
     datasets:                                    # name → base params (+ overrides for this dataset only)
       digits: {params: params.yaml}              #   a params file, relative to the project root
@@ -66,7 +67,7 @@ from pipeline.core.config import ParamsError, parse_params
 from pipeline.core.errors import ObcpError
 
 SPEC = Path(__file__).with_name("study.yaml")  # the committed study
-PRESETS = Path(__file__).parents[1] / "presets"
+PRESETS = Path(__file__).parents[2] / "presets"  # pipeline/presets
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # dataset, block and variant names are folder names
 FIXED_KEYS = ("seeds", "arms")  # never overridden by a variant (see the module docstring)
 
