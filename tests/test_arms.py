@@ -79,7 +79,7 @@ def test_two_workers_run_every_arm(parallel):
         for k in (1, 2):  # one line per arm and cycle, printed by the parent for its workers
             [line] = cycle_lines(stdout, arm, k)
             assert re.match(rf"arm {i}/2 {arm} +seed 0  cycle {k}/2  top-1 +\d+\.\d %  yes \d+/30 \(\d+ %\) "
-                            rf"+\d+\.\d s  ETA ", line), line
+                            rf"+(\d+\.\d s|\d+ min \d\d s)  ETA ", line), line
         led = ledger.read(project / LEDGERS / f"{arm}.parquet")
         assert len(led) == 60 and sorted(led["cycle"].unique()) == [1, 2]
         assert (led["arm"] == arm).all() and (led["seed"] == 0).all()
@@ -192,7 +192,8 @@ def test_changing_one_arm_retrains_only_that_arm(parallel, tmp_path):
     out = run([*ACTIVE, *BOTH, "--workers", "2"], project)
     kept, redone = cycle_lines(out.stdout, "obcp"), cycle_lines(out.stdout, "random")
     assert len(kept) == 2 and all(" up to date  ETA " in line for line in kept), kept
-    assert len(redone) == 2 and all(re.search(r"yes \d+/30 .* \d+\.\d s  ETA ", line) for line in redone), redone
+    assert len(redone) == 2 and all(re.search(r"yes \d+/30 .* (\d+\.\d s|\d+ min \d\d s)  ETA ", line)
+                                    for line in redone), redone
     assert {k: (project / ARMS / "obcp" / f"cycle_00{k}" / "manifest.json").read_text() for k in (1, 2)} == before
     led = ledger.read(project / LEDGERS / "random.parquet")
     assert len(led) == 60 and (led["strategy"] == "max").all()

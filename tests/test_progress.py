@@ -40,14 +40,30 @@ def test_tracker_eta_counts_computed_cycles_in_wall_time():
         tracker.cycle_done(done("obcp", 1, skipped=True))  # kept from an earlier run: no time, no estimate
         assert lines[-1].endswith("ETA ?") and lines[-1].startswith("arm 1/2 obcp ")
         now[0] = 130.0
-        tracker.cycle_done(done("random", 1))  # 30 s for one computed cycle (start-up included), 2 left
-        assert tracker.eta() == pytest.approx(60.0) and lines[-1].endswith("ETA 1 min 00 s")
+        tracker.cycle_done(done("random", 1))  # the first computed cycle carries the start-up: no estimate
+        assert tracker.eta() is None and lines[-1].endswith("ETA ?")
         now[0] = 140.0
-        tracker.cycle_done(done("obcp", 2))  # then 10 s per cycle: the start-up no longer counts
+        tracker.cycle_done(done("obcp", 2))  # then 10 s per cycle, 1 left
         assert tracker.eta() == pytest.approx(10.0) and lines[-1].endswith("ETA 10.0 s")
         tracker.cycle_done(done("random", 2))
     assert lines[-1].endswith("ETA done") and len(lines) == 4
     assert all(re.match(r"arm [12]/2 (obcp|random) +seed 0  cycle [12]/2  top-1  95\.8 %", line) for line in lines)
+
+
+def test_tracker_eta_with_arms_in_parallel():
+    """Two workers: both first cycles carry the start-up; the estimate starts after them, in wall
+    time per finished cycle (two at once)."""
+    now = [0.0]
+    tracker = P.Tracker(0, ["a", "b", "c", "d"], 3, parallel=2, log=lambda _: None, tty=False, clock=lambda: now[0])
+    with tracker:
+        for t, arm, cycle in ((40.0, "a", 1), (40.5, "b", 1)):
+            now[0] = t
+            tracker.cycle_done(done(arm, cycle))
+            assert tracker.eta() is None  # not 12 × 40 s, nor 0.5 s per cycle
+        for t, arm, cycle in ((45.5, "a", 2), (50.5, "b", 2)):  # 10 s per cycle per worker: 5 s of wall each
+            now[0] = t
+            tracker.cycle_done(done(arm, cycle))
+        assert tracker.eta() == pytest.approx(5.0 * 8)  # 8 cycles left
 
 
 def test_routine_messages_only_when_verbose(monkeypatch):

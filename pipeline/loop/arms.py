@@ -150,8 +150,10 @@ def run_arms(ctx: RunContext, arms: Sequence[str], *, workers: int, log: Log = p
     if not _can_fork(ctx):
         workers = 1
     main = dist.is_main()
-    tracker = progress.Tracker(ctx.seed, arms, ctx.params.query_times, log=log, tty=None if main else False)
-    if workers <= 1 or len(arms) <= 1:
+    parallel = 1 if workers <= 1 or len(arms) <= 1 else workers
+    tracker = progress.Tracker(ctx.seed, arms, ctx.params.query_times, parallel=parallel, log=log,
+                               tty=None if main else False)
+    if parallel == 1:
         waiting: dict[str, BaseException] = {}
         with tracker if main else contextlib.nullcontext():
             for arm in arms:

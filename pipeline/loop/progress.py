@@ -108,19 +108,21 @@ class Tracker:
     """Counts the finished cycles of one seed's arms and prints each one's line with an ETA.
 
     The ETA is the cycles left times the wall time per computed (not kept) cycle, measured
-    from the first computed cycle's end to the latest one's (so the first cycles' start-up —
-    imports, JIT compilation — does not inflate it; with one computed cycle, from the start).
-    It is wall time, so arms in parallel count. Use the tracker as a context manager: on a
-    terminal (`tty`) it shows a rich progress bar while open.
+    from the end of the `parallel`-th computed cycle to the latest one's: the first cycle of
+    each of the `parallel` arms that run at once carries the start-up (imports, JIT
+    compilation), so it is left out, and the ETA is unknown (``?``) until then. It is wall
+    time, so arms in parallel count. Use the tracker as a context manager: on a terminal
+    (`tty`) it shows a rich progress bar while open.
     """
 
-    def __init__(self, seed: int, arms: Sequence[str], cycles: int, *, log: Log = print, tty: bool | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, seed: int, arms: Sequence[str], cycles: int, *, parallel: int = 1, log: Log = print,
+                 tty: bool | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.seed, self.arms, self.cycles = seed, list(arms), cycles
+        self.parallel = max(1, min(parallel, len(self.arms) or 1))
         self.index = {arm: i + 1 for i, arm in enumerate(self.arms)}
         self.total = len(self.arms) * cycles
         self.done = self.computed = 0
-        self.first: float | None = None  # when the first computed cycle ended
+        self.settled: float | None = None  # when the `parallel`-th computed cycle ended
         self.log, self.clock, self.start = log, clock, clock()
         self.tty = sys.stdout.isatty() if tty is None else tty
         self.name_width = max(map(len, self.arms), default=0)
@@ -132,20 +134,17 @@ class Tracker:
         left = self.total - self.done
         if left <= 0:
             return 0.0
-        if self.computed == 0:
+        if self.settled is None or self.computed <= self.parallel:
             return None
-        now = self.clock()
-        if self.computed == 1 or self.first is None or now <= self.first:
-            return (now - self.start) / self.computed * left
-        return (now - self.first) / (self.computed - 1) * left
+        return (self.clock() - self.settled) / (self.computed - self.parallel) * left
 
     def cycle_done(self, done: CycleDone) -> str:
         """Count one finished cycle and print its line; returns the line."""
         self.done += 1
         if not done.skipped:
             self.computed += 1
-            if self.computed == 1:
-                self.first = self.clock()
+            if self.computed == self.parallel:
+                self.settled = self.clock()
         line = format_line(done, self.index.get(done.arm, 0), len(self.arms), self.eta(), name_width=self.name_width)
         self.echo(line)
         if self._bar is not None:
