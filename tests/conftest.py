@@ -122,6 +122,50 @@ def stage1_data(digits_data: Path) -> Path:
     return digits_data
 
 
+ACTIVE = [sys.executable, "-m", "stages.active", "--arm", "obcp", "--seed", "0"]
+
+
+@pytest.fixture(scope="session")
+def active_data(stage1_data: Path, tmp_path_factory) -> tuple[Path, str]:
+    """(project, stdout): `stage1_data`'s stage 1 and one uninterrupted `stages.active --arm obcp
+    --seed 0` (TINY_PARAMS: 2 cycles, 60 questions) in a project of its own (`project_from`).
+    Read-only: the reference run of the resume and reliability tests; tests that go on from it
+    (rerun, change params, corrupt an input) work on a `copy_project` of it."""
+    project = project_from(stage1_data, tmp_path_factory.mktemp("active") / "p")
+    out = run(ACTIVE, project)
+    return project, out.stdout
+
+
+# The one full `dvc repro` of a git project that the DVC tests share (tests/test_dvc.py,
+# tests/test_cluster.py): three query cycles, so that experiments with query_times 1 and 2
+# differ from the baseline.
+REPRODUCED = {"query_times": 3, "train": {"stage2_epochs": 3}, "budget": {"one_bit": 45},
+              "ddp": {"backend": "gloo"}}
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory) -> tuple[Path, str]:
+    """(project, stdout of its `dvc repro`): a git + DVC project with REPRODUCED params after one
+    full `dvc repro`, nothing committed since `git init`. Read-only: tests that change it work
+    on a `copy_project` of it."""
+    project = make_project(tmp_path_factory.mktemp("reproduced") / "p", REPRODUCED)
+    out = run(["dvc", "repro"], project)
+    return project, out.stdout
+
+
+def copy_project(source: Path, dest: Path) -> Path:
+    """A copy of the project `source` (git history, DVC cache and workspace) at `dest`, without
+    DVC's per-checkout state (.dvc/tmp: its index, locks and queue), which DVC rebuilds.
+    Symbolic links stay links (a `project_from` project keeps sharing its source's data)."""
+    root = Path(source).resolve()
+
+    def ignore(folder: str, names: list[str]) -> list[str]:
+        return ["tmp"] if Path(folder).resolve() == root / ".dvc" else []
+
+    shutil.copytree(root, dest, symlinks=True, ignore=ignore)
+    return Path(dest)
+
+
 def project_from(source: Path, dest: Path, overrides: dict | None = None) -> Path:
     """A new project sharing `source`'s converted data, initial pool and stage 1 (read-only)."""
     make_project(dest, overrides, git=False)

@@ -13,10 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import env, project_from, run
+from conftest import ACTIVE, copy_project, env, project_from, run
 from pipeline.pool import ledger
-
-ACTIVE = [sys.executable, "-m", "stages.active", "--arm", "obcp", "--seed", "0"]
 
 
 def checksums(root: Path) -> dict[str, str]:
@@ -32,10 +30,10 @@ def final_state(project: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return led[ledger.deterministic_columns()], pool
 
 
-def test_simulated_cycles_fill_the_ledger_and_pool(stage1_data, tmp_path, monkeypatch):
-    project = project_from(stage1_data, tmp_path / "p")
-    out = run(ACTIVE, project)
-    assert "cycle 2" in out.stdout
+def test_simulated_cycles_fill_the_ledger_and_pool(active_data, tmp_path, monkeypatch):
+    source, first = active_data  # the shared run of ACTIVE; this test reruns it in a copy
+    project = copy_project(source, tmp_path / "p")
+    assert "cycle 2" in first
     led = ledger.read(project / "reports/ledger/seed0/obcp.parquet")
     assert len(led) == 60  # the one-bit budget: every question is one ledger row
     assert sorted(led["cycle"].unique()) == [1, 2]
@@ -107,9 +105,8 @@ def check_audit(project: Path, led: pd.DataFrame, monkeypatch) -> None:
     assert missing.exit_code == 2
 
 
-def test_fewer_query_times_discards_later_cycles(stage1_data, tmp_path):
-    project = project_from(stage1_data, tmp_path / "p")
-    run(ACTIVE, project)
+def test_fewer_query_times_discards_later_cycles(active_data, tmp_path):
+    project = copy_project(active_data[0], tmp_path / "p")  # after a run of ACTIVE with query_times 2
     params = (project / "params.yaml").read_text().replace("query_times: 2", "query_times: 1")
     (project / "params.yaml").write_text(params)
     run(ACTIVE, project)
@@ -265,9 +262,8 @@ def test_fullbit_asks_a_person_and_waiting_is_not_failing(stage1_data, tmp_path,
 
 
 @pytest.mark.slow
-def test_sigkill_during_retrain_then_rerun_matches_uninterrupted(stage1_data, tmp_path):
-    straight = project_from(stage1_data, tmp_path / "straight")
-    run(ACTIVE, straight)
+def test_sigkill_during_retrain_then_rerun_matches_uninterrupted(stage1_data, active_data, tmp_path):
+    straight = active_data[0]  # the uninterrupted run (read only)
 
     killed = project_from(stage1_data, tmp_path / "killed")
     proc = subprocess.Popen(ACTIVE, cwd=killed, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -9,14 +9,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import make_project, run
+from conftest import copy_project, run
 from pipeline.reporting.plots import FIGURES
 
 
 @pytest.mark.slow
-def test_convert_and_init_pool_then_nothing_to_do(project):
-    out = run(["dvc", "repro", "init_pool"], project)
-    assert "Running stage 'convert'" in out.stdout
+def test_convert_and_init_pool_then_nothing_to_do(reproduced, tmp_path):
+    source, first = reproduced  # the shared fresh project's one `dvc repro` ran every stage
+    assert "Running stage 'convert'" in first and "Running stage 'init_pool@0'" in first
+    project = copy_project(source, tmp_path / "p")
     assert (project / "data/digits/train.beton").exists()
     assert (project / "data/runs/seed0/cycle_000/pool.parquet").exists()
     again = run(["dvc", "repro", "init_pool"], project)
@@ -46,12 +47,11 @@ def git_status(project) -> list[str]:
 
 
 @pytest.mark.slow
-def test_exp_run_query_times_reuses_cached_stages(tmp_path):
+def test_exp_run_query_times_reuses_cached_stages(reproduced, tmp_path):
     """The DVC user's path: repro, commit the baseline, `dvc exp run -S`, `dvc exp show`,
-    `dvc metrics diff`, then Fig. 6 with `obcp sweep` (the baseline and the workspace included)."""
-    project = make_project(tmp_path / "p", {"query_times": 3, "train": {"stage2_epochs": 3},
-                                            "budget": {"one_bit": 45}})
-    run(["dvc", "repro"], project)
+    `dvc metrics diff`, then Fig. 6 with `obcp sweep` (the baseline and the workspace included).
+    The repro (query_times 3, one_bit 45) is the shared `reproduced` project's."""
+    project = copy_project(reproduced[0], tmp_path / "p")
     # nothing but the baseline's files is new; the cached outputs are git-ignored
     new = {line[3:] for line in git_status(project)}
     assert all(line.startswith("?? ") for line in git_status(project))

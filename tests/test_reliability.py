@@ -47,7 +47,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import project_from, run
+from conftest import copy_project, project_from, run
 
 ARM_DIR = "data/runs/seed0/arms/obcp"
 CYCLE1 = f"{ARM_DIR}/cycle_001"
@@ -463,11 +463,15 @@ def test_bad_run_artifacts_are_rejected(case, stage1_data, tmp_path, capsys, mon
     reject(project, entry, words, capsys, monkeypatch, apply=apply, bad=bad)
 
 
-def test_completed_cycles_survive_a_corrupt_upstream_checkpoint(stage1_data, tmp_path, capsys, monkeypatch):
+def test_completed_cycles_survive_a_corrupt_upstream_checkpoint(active_data, tmp_path, capsys, monkeypatch):
     """A finished arm whose stage-1 checkpoint is then corrupted: the rerun refuses and
     keeps every finished cycle (it does not discard them before finding out)."""
-    project = case_project(stage1_data, tmp_path / "p")
-    run([sys.executable, "-m", "stages.active", "--arm", "obcp", "--seed", "0"], project)
+    project = copy_project(active_data[0], tmp_path / "p")  # the arm finished (the shared run)
+    for name in ("cycle_000", "stage1"):  # this project's own stage 1, to corrupt
+        link = project / "data/runs/seed0" / name
+        target = link.resolve()
+        link.unlink()
+        shutil.copytree(target, link)
     reject(project, Entry("active"), ("checkpoint.pt", "truncated or corrupt"), capsys, monkeypatch,
            apply=_truncate(CKPT), bad=(CKPT,))
     assert (project / f"{ARM_DIR}/cycle_002/manifest.json").exists()

@@ -38,10 +38,8 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import env, make_project, project_from, run
+from conftest import ACTIVE, env, make_project, project_from, run
 from pipeline.pool import ledger
-
-ACTIVE = [sys.executable, "-m", "stages.active", "--arm", "obcp", "--seed", "0"]
 ARM = Path("data/runs/seed0/arms/obcp")
 LEDGER = Path("reports/ledger/seed0/obcp.parquet")
 STEP = ["--cycle", "1", "--arm", "obcp", "--seed", "0"]
@@ -231,11 +229,13 @@ def killed_in_cycle_2(stage1_data: Path, dest: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def runs(digits_data, stage1_data, tmp_path_factory) -> dict[str, Future]:
-    """Every scenario's project, run two chains at a time; `.result()` re-raises a chain's failure."""
+def runs(digits_data, stage1_data, active_data, tmp_path_factory) -> dict[str, Future]:
+    """Every scenario's project, run two chains at a time; `.result()` re-raises a chain's failure.
+    The uninterrupted baseline ("straight") is the session's shared run of ACTIVE (`active_data`);
+    "again" is a second, independent one."""
     base = tmp_path_factory.mktemp("resume")
     chains = {
-        "straight": lambda: uninterrupted(stage1_data, base / "straight"),
+        "straight": lambda: active_data[0],
         "again": lambda: uninterrupted(stage1_data, base / "again"),
         "pretrain": lambda: killed_pretrain(stage1_data, base / "pretrain"),
         **{step: (lambda step=step: killed_step(stage1_data, base / step, step)) for step in STEP_KILLS},

@@ -44,7 +44,7 @@ from pipeline.tools.bench.workspace import merge_params
 from pipeline.core.project import copy_code
 from pipeline.core.errors import ObcpError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: pipeline/tools/gpu_check.py
 PRESET = ROOT / "pipeline" / "presets" / "cifar10.yaml"
 VIEW_ATOL = 2e-4  # numba vs torch views: float32 rounding (tests/test_loaders.py)
 

@@ -26,7 +26,7 @@ def _throughput(project: Path, nproc: int) -> float:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
            "-m", "stages.pretrain", "--seed", "0"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     subprocess.run(cmd, cwd=project, env=env, check=True, capture_output=True, text=True)
     return float(pd.read_csv(timings)["images_per_s"].iloc[1:].mean())
 
