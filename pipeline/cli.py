@@ -268,7 +268,8 @@ def annotate(
 
 @app.command()
 def preset(
-    name: str = typer.Argument(..., help="glyphs | cifar10 | cifar100 | imagenet (git checkout params.yaml restores digits)"),
+    name: str = typer.Argument(..., help="glyphs | cifar10 | cifar100 | imagenet | fig4 (conventional learners vs "
+                                         "ObCP, docs/baselines.md) | fig6left (git checkout params.yaml restores digits)"),
     out: Path = typer.Option(Path("params.yaml"), help="where to write it"),
 ) -> None:
     """Write the paper's settings for a dataset as params.yaml (validated first)."""
@@ -410,7 +411,7 @@ def study_run(
     with reported():
         s = study_spec.load_spec(spec or study_spec.SPEC)
         cells.run_study(s, Path("."), only=only, echo=lambda line: typer.echo(line))
-        typer.echo("next: `obcp study report` writes reports/study.md")
+        typer.echo(f"next: `obcp study report{'' if spec is None else f' --spec {spec}'}` writes reports/{s.name}.md")
 
 
 @study_app.command("report")
