@@ -185,7 +185,7 @@ def test_fig4_study_claims_follow_its_rule(tmp_path):
     low = t.loc["obcp at 25 % > coreset at 40 % (Fig. 4)"]
     # obcp at cycle 3: 0.65 + s/1000; sup_x at cycle 6: 0.62 + 3s/1000 → 0.03 − 2s/1000, all > 0
     assert low["diff_mean"] == pytest.approx(0.03 - 0.002 * 2) and low["verdict"] == "holds" and low["n"] == 5
-    eq = t.loc["obcp ≥ coreset at equal bits, 40 % (Fig. 4)"]
+    eq = t.loc["obcp (40 %) ≥ coreset (40 %), the same budget (Fig. 4)"]
     assert eq["diff_mean"] == pytest.approx(0.18 - 0.004) and eq["verdict"] == "holds"
     f6 = t.loc["I^S 1 % ≥ I^S 5 % at a fixed budget (Fig. 6 left)"]
     assert f6["diff_mean"] == pytest.approx(0.10 - 0.04) and f6["verdict"] == "holds"
