@@ -547,8 +547,9 @@ def answers_fix(
 
 @app.command()
 def preset(
-    name: str = typer.Argument(..., help="glyphs | cifar10 | cifar100 | imagenet (git checkout params.yaml restores "
-                               "digits) | label (your own images: needs --images and --classes)"),
+    name: str = typer.Argument(..., help="glyphs | cifar10 | cifar100 | imagenet | fig4 (conventional learners vs "
+                               "ObCP, docs/baselines.md) | fig6left | label (your own images: needs --images and "
+                               "--classes); `git checkout params.yaml` restores digits"),
     out: Path = typer.Option(Path("params.yaml"), help="where to write it, e.g. params.yaml"),
     images: Path | None = typer.Option(None, help="label: the folder of your images (flat or nested)"),
     classes: Path | None = typer.Option(None, help="label: classes.txt, one class name a line"),
@@ -752,7 +753,7 @@ def study_run(
     with reported():
         s = study_spec.load_spec(spec or study_spec.SPEC)
         cells.run_study(s, Path("."), only=only, echo=lambda line: typer.echo(line))
-        typer.echo("next: `obcp study report` writes reports/study.md")
+        typer.echo(f"next: `obcp study report{'' if spec is None else f' --spec {spec}'}` writes reports/{s.name}.md")
 
 
 @study_app.command("report")

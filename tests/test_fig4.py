@@ -185,7 +185,7 @@ def test_fig4_study_claims_follow_its_rule(tmp_path):
     low = t.loc["obcp at 25 % > coreset at 40 % (Fig. 4)"]
     # obcp at cycle 3: 0.65 + s/1000; sup_x at cycle 6: 0.62 + 3s/1000 → 0.03 − 2s/1000, all > 0
     assert low["diff_mean"] == pytest.approx(0.03 - 0.002 * 2) and low["verdict"] == "holds" and low["n"] == 5
-    eq = t.loc["obcp ≥ coreset at equal bits, 40 % (Fig. 4)"]
+    eq = t.loc["obcp (40 %) ≥ coreset (40 %), the same budget (Fig. 4)"]
     assert eq["diff_mean"] == pytest.approx(0.18 - 0.004) and eq["verdict"] == "holds"
     f6 = t.loc["I^S 1 % ≥ I^S 5 % at a fixed budget (Fig. 6 left)"]
     assert f6["diff_mean"] == pytest.approx(0.10 - 0.04) and f6["verdict"] == "holds"
@@ -193,3 +193,34 @@ def test_fig4_study_claims_follow_its_rule(tmp_path):
     assert (tmp_path / "fig4/claims.csv").is_file() and (tmp_path / "fig4/figures/fig4_digits.png").is_file()
     assert (tmp_path / "fig4/figures/fig6left_digits.png").is_file()
     assert any("obcp at 25 % > coreset at 40 %" in line for line in lines)
+
+
+def test_a_pool_with_nothing_left_unlabeled_still_trains_and_scores(stage1_data):
+    """A one-bit budget can label the whole pool (the fig4 preset's 40 % on digits: most answers
+    are yes): then an epoch is one pass over the labeled set, and a query has no candidate."""
+    import numpy as np
+
+    from pipeline.core.context import open_run
+    from pipeline.loop.poolpass import score_pool
+    from pipeline.loop.runs import fresh_state, loop_config
+    from pipeline.loop.train import load_checkpoint, pool_view, train_epochs
+    from pipeline.method.methods import ObCP
+    from pipeline.pool.pools import initial_pool
+    from pipeline.core.config import ArmParams, LossParams, OnebitParams
+    from pipeline.core.registry import STRATEGIES
+    from pipeline.loop.runs import stage1_meta
+
+    ctx = open_run(stage1_data / "params.yaml", 0, root=stage1_data, names=False)
+    pool = initial_pool(ctx.train_labels, ctx.num_samples, class_balanced=False, seed=0)  # everything labeled
+    assert (pool["status"] != "unlabeled").all()
+    state = fresh_state(ctx)
+    load_checkpoint(stage1_data / "data/runs/seed0/stage1/checkpoint.pt", state, expect=stage1_meta(ctx))
+    start = state.epoch
+    plan = ObCP().loss_plan(ArmParams(), LossParams(), OnebitParams(), start)
+    rows = train_epochs(state, pool_view(pool, ctx.num_classes), plan, loop_config(ctx), until_epoch=start + 1,
+                        log=None, progress=False)
+    assert rows[0]["steps"] == -(-ctx.num_samples // ctx.params.train.batch_size) and state.epoch == start + 1
+    assert math.isfinite(rows[0]["loss_total"])
+    frame = score_pool(state.model, STRATEGIES.get("entropy"), np.zeros(0, np.int64), 5, denied=lambda b: b,
+                       run_pass=lambda *a, **k: iter(()))
+    assert frame.empty and list(frame.columns) == ["sample_id", "score", "asked_class", "pred_class", "pred_prob"]

@@ -301,3 +301,13 @@ def test_study_run_end_to_end_skips_finished_cells_and_reuses_the_run_cache(tmp_
     status = pd.read_csv(project / "reports/study/cells.csv").set_index("cell")
     assert status.loc["digits/main/base", "status"].startswith("done (recorded in the run table")
 
+
+
+def test_a_run_table_without_finished_cells_reads_back_empty(tmp_path):
+    """`obcp study run` interrupted before any cell finished writes the table's key columns only;
+    the next run reads it as empty instead of refusing it."""
+    from pipeline.tools.study import table
+
+    path = tmp_path / "runs.csv"
+    table.write_table(path, table.from_rows([]))
+    assert table.read_table(path).empty

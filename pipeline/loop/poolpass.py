@@ -102,6 +102,8 @@ def score_pool(
     ensemble softmax, predicted loss) become the `Candidates` fields of the same names.
     """
     lazy = {"settings": dict(settings or {}), "images": images, "labeled_ids": labeled_ids}
+    if len(ids) == 0:  # every sample is labeled or fully denied: nothing to ask (the same on every rank)
+        return pd.DataFrame(columns=COLUMNS) if dist.is_main() else None
     needs = strategy.needs
     want_emb = bool(needs & _EMBEDDED)
     per_sample = strategy.per_sample and not distributed

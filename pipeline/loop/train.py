@@ -243,20 +243,22 @@ def loop_views(plan: LossPlan, sup_view: str) -> tuple[list[str], list[str]]:
     return labeled, ["strong", "strong"] + ([sup_view] if plan.negative_loss else [])
 
 
-def loop_loaders(pool: PoolView, plan: LossPlan, cfg: LoopConfig) -> tuple[ViewLoader, ViewLoader]:
+def loop_loaders(pool: PoolView, plan: LossPlan, cfg: LoopConfig) -> tuple[ViewLoader | None, ViewLoader]:
     """The loop's (unlabeled, labeled) loaders, yielding the views of `loop_views`, made by
     `train.view_backend`: torch ops on the training device, or numba kernels on CPU (then
     copied to the device); `auto` is numba on CPU, torch on a GPU.
 
     One pass over the unlabeled pool is an epoch; each rank cycles its own seeded copy of
-    the (small) labeled set.
+    the (small) labeled set. When no sample is left unlabeled (a one-bit budget that labeled
+    the whole pool) there is no unlabeled loader (None): an epoch is then one pass over the
+    labeled set (`train_epochs`).
     """
     tp = cfg.train
     labeled_views, unlabeled_views = loop_views(plan, tp.sup_view)
     device = None if tp.view_backend == "numba" else cfg.device  # numba: views made from the CPU buffer
     common = dict(num_workers=tp.num_workers, hflip=cfg.hflip, device=device, order="random",
                   view_backend=tp.view_backend)
-    unlabeled = make_loader(
+    unlabeled = None if len(pool.unlabeled_ids) == 0 else make_loader(
         cfg.beton,
         batch_size=tp.batch_size * tp.unlabeled_ratio,
         views=unlabeled_views,
@@ -608,12 +610,15 @@ def train_epochs(
     scaler = precision.scaler()
 
     rows: list[dict[str, float]] = []
-    own_steps = steps = len(unl_loader)  # per epoch; the pool does not change within a call
+    if unl_loader is not None:
+        own_steps = steps = len(unl_loader)  # per epoch; the pool does not change within a call
+    else:  # every sample is labeled: an epoch is a pass over the labeled set (the same on every rank)
+        own_steps, steps = 0, -(-len(pool.labeled_ids) // cfg.train.batch_size)
     if cfg.distributed:
         steps = int(dist.all_reduce_max(torch.tensor(steps)).item())
-    record_every = max(1, _RECORD_ROWS // unl_loader.batch_size)  # steps per history record
+    record_every = max(1, _RECORD_ROWS // (unl_loader.batch_size if unl_loader is not None else 1))
     # one stream per loader for the whole call, so that no epoch waits for its first batch
-    unl_stream = unl_loader.epochs(state.epoch, until_epoch)
+    unl_stream = unl_loader.epochs(state.epoch, until_epoch) if unl_loader is not None else _no_batches()
     lab_stream = lab_loader.cycles((labeled_start_epoch(e) for e in range(state.epoch, until_epoch)), steps)
     # stop the threads on any exit; the projector of a plan without q stays out of DDP's buckets
     with contextlib.closing(unl_stream), contextlib.closing(lab_stream), \
@@ -679,6 +684,11 @@ def train_epochs(
     return rows
 
 
+def _no_batches() -> Iterator[Batch]:
+    """The unlabeled stream of a pool without unlabeled samples (closable, yields nothing)."""
+    yield from ()
+
+
 @contextlib.contextmanager
 def frozen(params: Iterable[torch.nn.Parameter]) -> Iterator[None]:
     """Parameters that no loss term reaches, marked as needing no gradient for the block.
@@ -725,6 +735,8 @@ def record_pass(history: Recorder | None, model: ObCP, ids: np.ndarray, epoch: i
     over the samples `ids` [n] on `cfg.history_view` (clean, or a weak view seeded by
     (seed, epoch, sample)), at the end of the epoch. Under DDP each rank predicts its
     shard, and the shards are gathered and recorded on rank 0 (every rank calls this)."""
+    if len(ids) == 0:  # nothing left unlabeled (the same on every rank)
+        return
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
     batch_size = 512
     for batch_ids, probs in predict_batches(model, cfg.beton, ids, device=cfg.device, batch_size=batch_size,

@@ -100,6 +100,8 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     except (OSError, ValueError) as exc:
         raise StudyError(f"run table {path} is not readable CSV ({exc}); rerun `obcp study run` to rewrite "
                          "it.") from None
+    if frame.empty and all(c in frame.columns for c in KEYS):  # what a run with no finished cell writes
+        return from_rows([])
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise StudyError(f"run table {path} lacks columns {missing}; rerun `obcp study run` to rewrite it.")
