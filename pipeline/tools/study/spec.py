@@ -66,7 +66,7 @@ from pipeline.core.config import ParamsError, parse_params
 from pipeline.core.errors import ObcpError
 
 SPEC = Path(__file__).with_name("study.yaml")  # the committed study
-PRESETS = Path(__file__).parents[1] / "presets"
+PRESETS = Path(__file__).parents[2] / "presets"  # pipeline/presets
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # dataset, block and variant names are folder names
 FIXED_KEYS = ("seeds", "arms")  # never overridden by a variant (see the module docstring)
 
