@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
+import pipeline.selection.strategies  # noqa: F401  (the paper's strategies register first, whatever imports this)
 from pipeline.core.config import SelectionParams
 from pipeline.core.registry import STRATEGIES
 from pipeline.selection.base import (

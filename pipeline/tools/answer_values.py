@@ -58,7 +58,7 @@ def project_values(root: Path) -> dict:
     if missing:
         raise ObcpError(f"{root}/params.yaml has no arm(s) {missing}: add `all_yes` and `all_no` arms "
                         "(strategy all_yes / all_no, method obcp) and run them.")
-    arms = {a: params.arms[a] for a in ARMS if a in params.arms}
+    arms = dict(params.arms)  # every arm of the project: the per-arm tables cover them all
     layout = Layout(params.dataset.name, root)
     results = collect(layout.metrics_root, arms, params.seeds)
     seeds = []
@@ -66,7 +66,7 @@ def project_values(root: Path) -> dict:
         r = results[results["seed"] == seed]
         stage1 = float(r[r["cycle"] == 0]["top1"].iloc[0])
         row: dict = {"seed": int(seed), "stage1_top1": stage1}
-        for arm in arms:
+        for arm in (a for a in ARMS if a in arms):
             a = r[(r["arm"] == arm) & (r["cycle"] > 0)]
             final = float(a[a["cycle"] == a["cycle"].max()]["top1"].iloc[0])
             yes, asked = int(a["yes"].sum()), int(a["asked"].sum())
@@ -79,6 +79,16 @@ def project_values(root: Path) -> dict:
     vn = [s["value_no_pp"] for s in seeds]
     diff = t_interval([100 * (s["all_yes"]["final_top1"] - s["all_no"]["final_top1"]) for s in seeds])
     first = coldstart.first_cycle(results)
+    finals = []
+    last = results[results["cycle"] == results.groupby(["arm", "seed"])["cycle"].transform("max")]
+    ref = last[last["arm"] == "obcp"].set_index("seed")["top1"] if "obcp" in arms else None
+    for arm in arms:
+        f = last[last["arm"] == arm].set_index("seed")["top1"]
+        versus = t_interval(100 * (f - ref.loc[f.index]).to_numpy()) if ref is not None and arm != "obcp" \
+            else (math.nan,) * 4
+        finals.append({"arm": arm, "strategy": arms[arm].strategy, "rounds": arms[arm].rounds,
+                       "final_top1_mean": float(f.mean()), "final_top1_std": float(f.std(ddof=1)) if len(f) > 1
+                       else None, "minus_obcp_pp": {"mean": versus[0], "lo": versus[2], "hi": versus[3]}})
     return {
         "dataset": params.dataset.name, "project": str(root), "seeds": [int(s) for s in params.seeds],
         "budget": {"initial": params.budget.initial, "one_bit": params.budget.one_bit,
@@ -88,6 +98,7 @@ def project_values(root: Path) -> dict:
         "all_yes_minus_all_no_pp": {"mean": diff[0], "sd": diff[1], "lo": diff[2], "hi": diff[3]},
         "per_seed": seeds,
         "arms": json.loads(first.to_json(orient="records")),
+        "final": finals,
     }
 
 
@@ -123,7 +134,17 @@ def markdown(docs: list[dict]) -> str:
             row["per no (pp)"] = _r(s["value_no_pp"])
             per.append(row)
         lines += [markdown_table(pd.DataFrame(per)), ""]
-        lines += [coldstart.first_cycle_markdown(pd.DataFrame(d["arms"])), ""]
+        lines += ["Every arm of the project: final top-1 (mean ± std over seeds) and minus obcp (paired by seed, "
+                  "pp, 95 % t-interval):", ""]
+        lines += [markdown_table(pd.DataFrame([{
+            "arm": f["arm"], "strategy": f["strategy"], "rounds": f["rounds"],
+            "final top-1 %": f"{100 * f['final_top1_mean']:.2f} ± "
+                             f"{_r(None if f['final_top1_std'] is None else 100 * f['final_top1_std'], 2)}",
+            "minus obcp (pp)": "—" if f["arm"] == "obcp" else
+            f"{_r(f['minus_obcp_pp']['mean'], 2)} [{_r(f['minus_obcp_pp']['lo'], 2)}, {_r(f['minus_obcp_pp']['hi'], 2)}]",
+        } for f in d["final"]])), ""]
+        lines += ["Cycle 1 against stage 1 (pipeline/reporting/coldstart.py):", "",
+                  coldstart.first_cycle_markdown(pd.DataFrame(d["arms"])), ""]
     return "\n".join(lines)
 
 

@@ -193,7 +193,10 @@ def _grid_section(spec: Spec) -> list[str]:
     lines = [f"Seeds: {', '.join(map(str, spec.seeds))}. Datasets:", ""]
     lines += [f"- `{d.name}`: {d.source}; overrides {_overrides_text(d.overrides)}" for d in spec.datasets.values()]
     for block in spec.blocks.values():
-        arms = "every arm of the dataset's params" if block.arms is None else ", ".join(f"`{a}`" for a in block.arms)
+        arms = ", ".join(f"`{a}`" for a in block.arms) if block.arms is not None else \
+            "every arm of the dataset's params" if spec.arms is None else \
+            "every arm of the spec, with the same settings on every dataset: " + "; ".join(
+                f"`{a}` ({', '.join(f'{k} {v}' for k, v in settings.items())})" for a, settings in spec.arms.items())
         base = " Each variant starts from the variant the rule picks." if block.base == "rule" else ""
         seeds = "" if block.seeds is None else f" Seeds: {', '.join(map(str, block.seeds))}."
         lines += ["", f"### Block `{block.name}`", "", f"Arms: {arms}.{base}{seeds}", ""]
