@@ -37,6 +37,15 @@ def _as_matrix(x: np.ndarray | None, what: str, n: int | None = None) -> np.ndar
     return x
 
 
+def embedding_pair(cands: Candidates) -> tuple[np.ndarray, np.ndarray]:
+    """(candidates' embeddings [n, D], labeled embeddings [m, D]) float32, checked to match."""
+    x = _as_matrix(cands.embeddings, "the candidates' embeddings", len(cands))
+    lab = _as_matrix(cands.labeled_embeddings, "the labeled embeddings")
+    if len(lab) and lab.shape[1] != x.shape[1]:
+        raise SelectionError(f"labeled embeddings have {lab.shape[1]} features, candidates {x.shape[1]}.")
+    return x, lab
+
+
 def min_distances(x: np.ndarray, centers: np.ndarray, *, rows: int = ROWS, cols: int = COLS) -> np.ndarray:
     """[n] float32: the Euclidean distance of each row of x [n, D] to its nearest row of
     centers [m, D] (+inf when m = 0), in blocks of rows × cols."""
@@ -94,10 +103,7 @@ class CoreSet(Strategy):
 
     def scores(self, cands: Candidates, k: int) -> np.ndarray:
         self.check(cands)
-        x = _as_matrix(cands.embeddings, "the candidates' embeddings", len(cands))
-        lab = _as_matrix(cands.labeled_embeddings, "the labeled embeddings")
-        if len(lab) and lab.shape[1] != x.shape[1]:
-            raise SelectionError(f"labeled embeddings have {lab.shape[1]} features, candidates {x.shape[1]}.")
+        x, lab = embedding_pair(cands)
         return pick_scores(len(cands), k_center_greedy(x, lab, k))
 
 

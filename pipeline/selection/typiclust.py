@@ -34,7 +34,7 @@ import numpy as np
 from pipeline.core.registry import STRATEGIES
 from pipeline.selection import strategies as _builtins  # noqa: F401  (the first built-ins register first)
 from pipeline.selection.base import Candidates, SelectionError, Strategy
-from pipeline.selection.coreset import _as_matrix, pick_scores
+from pipeline.selection.coreset import embedding_pair, pick_scores
 
 ROWS = 4_096  # rows per block of within-cluster distances
 
@@ -123,10 +123,7 @@ class TypiClust(Strategy):
 
     def scores(self, cands: Candidates, k: int) -> np.ndarray:
         self.check(cands)
-        x = _as_matrix(cands.embeddings, "the candidates' embeddings", len(cands))
-        lab = _as_matrix(cands.labeled_embeddings, "the labeled embeddings")
-        if len(lab) and lab.shape[1] != x.shape[1]:
-            raise SelectionError(f"labeled embeddings have {lab.shape[1]} features, candidates {x.shape[1]}.")
+        x, lab = embedding_pair(cands)
         s = cands.settings
         picks = typiclust_picks(x, lab, k, cands.seed, max_clusters=s.get("typiclust_max_clusters", 500),
                                 knn=s.get("typiclust_knn", 20), min_cluster=s.get("typiclust_min_cluster", 5))
