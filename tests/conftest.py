@@ -100,6 +100,19 @@ def dataset_facts(data_dir: Path, classes: list[str], num_train: int) -> None:
                   "split": "train"}).to_parquet(data_dir / "index.parquet", index=False)
 
 
+@pytest.fixture(autouse=True)
+def _registries_restored():
+    """Plugins a test loads register into the process-wide registries: take them out again, so a
+    later test (e.g. the generated parameters page) sees only the built-ins."""
+    from pipeline.core.registry import METHODS, ORACLES, STRATEGIES
+
+    saved = [(reg, {name: reg.get(name) for name in reg.names()}) for reg in (STRATEGIES, METHODS, ORACLES)]
+    yield
+    for reg, entries in saved:
+        reg._entries.clear()
+        reg._entries.update(entries)
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "proj")
