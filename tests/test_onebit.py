@@ -30,7 +30,9 @@ PRESETS = sorted((ROOT / "pipeline" / "presets").glob("*.yaml"))
 @pytest.mark.parametrize("path", [ROOT / "params.yaml", *PRESETS], ids=lambda p: Path(p).name)
 def test_onebit_arm_selects_a_random_subset(path):
     arms = load_params(path).arms
-    assert [a.strategy for a in arms.values() if a.method == "onebit"] == ["random"]
+    onebit = [a.strategy for a in arms.values() if a.method == "onebit"]
+    # every comparison has Hu et al.'s arm, selecting at random; fig6left varies I^S for obcp alone
+    assert onebit == ([] if Path(path).name == "fig6left.yaml" else ["random"])
     assert "onebit" in yaml.safe_load(Path(path).read_text())  # its Mean-Teacher settings are spelled out
 
 

@@ -41,7 +41,7 @@ def cifar_shaped(tmp: Path, *, n: int, overrides: dict | None = None):
     from pipeline.tools.bench.workspace import merge_params, scratch_project
     from pipeline.core.context import open_run
 
-    preset = Path(__file__).resolve().parent.parent / "presets" / "cifar10.yaml"
+    preset = Path(__file__).resolve().parents[2] / "presets" / "cifar10.yaml"  # pipeline/presets
     base = {"seeds": [0], "budget": {"initial": n // 10, "one_bit": n // 10},
             "train": {"num_workers": min(8, numba.config.NUMBA_NUM_THREADS)}}
     project = scratch_project(tmp / "train_cifar", preset, merge_params(base, overrides or {}),
