@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -126,15 +127,33 @@ def measure(strategy: str, n: int, c: int, k: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_selection(quick: bool = False, echo=print) -> dict:
-    """Every strategy at N ∈ {50 k, 1.2 M} (quick: 5 k, 50 k) and C ∈ {10, 1000}."""
+READS_NO_PROBS = ("coreset", "typiclust")  # features only: C changes nothing they compute
+
+
+def bench_selection(quick: bool = False, echo=print, partial: Path | None = None) -> dict:
+    """Every strategy at N ∈ {50 k, 1.2 M} (quick: 5 k, 50 k) and C ∈ {10, 1000}; the strategies
+    that read no probabilities run at C = 10 only (their C = 1000 row says so). `partial`: a JSON
+    lines file that keeps each finished row, so an interrupted bench resumes where it stopped."""
     sizes = (5_000, 50_000) if quick else (50_000, 1_200_000)
+    done: dict[tuple, dict] = {}
+    if partial is not None and partial.is_file():
+        for line in partial.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["strategy"], r["N"], r["C"], r["k"])] = r
     rows = []
     for n in sizes:
         for c in (10, 1000):
             for strategy in (*PER_SAMPLE, *BATCH):
                 k = 1_000 if n <= 50_000 else 100 if strategy in BATCH else 1_000
-                rows.append(measure(strategy, n, c, k))
+                if strategy in READS_NO_PROBS and c != 10:
+                    same = next(r for r in rows if r["strategy"] == strategy and r["N"] == n and r["C"] == 10)
+                    rows.append({**same, "C": c, "same_as_C": 10})
+                    continue
+                row = done.get((strategy, n, c, k)) or measure(strategy, n, c, k)
+                if partial is not None and (strategy, n, c, k) not in done:
+                    with open(partial, "a") as fh:
+                        fh.write(json.dumps(row) + "\n")
+                rows.append(row)
                 echo(f"  {strategy:>10} N={n:>9} C={c:>4}: {rows[-1]['seconds']} s, "
                      f"peak {rows[-1]['peak_rss_mib']} MiB")
     return {"rows": rows, "features": FEATURES, "chunk": CHUNK, "mc_samples": MC_SAMPLES, "ensemble": ENSEMBLE,

@@ -103,7 +103,9 @@ def run_suite(params: Path, out: Path, sections: tuple[str, ...] | None = None, 
             elif name == "selection":
                 from pipeline.tools.bench.selection import bench_selection
 
-                report[name] = bench_selection(quick, echo=echo)
+                partial = Path(out).with_suffix(".selection.jsonl")  # finished rows survive an interruption
+                report[name] = bench_selection(quick, echo=echo, partial=partial)
+                partial.unlink(missing_ok=True)
             elif name == "train_cifar":
                 from pipeline.tools.bench.train import bench_train_loop
 

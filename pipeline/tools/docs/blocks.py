@@ -422,7 +422,8 @@ def render_selection_bench(page: Page) -> str:
                 cells.append("—")
                 continue
             r = r.iloc[0]
-            cells.append(f"{r['seconds']:.2f} s, {r['peak_rss_mib'] / 1024:.2f} GiB (k = {int(r['k'])})")
+            same = " (reads no probabilities: the C = 10 run)" if r.get("same_as_C") == 10 else ""
+            cells.append(f"{r['seconds']:.2f} s, {r['peak_rss_mib'] / 1024:.2f} GiB (k = {int(r['k'])}){same}")
         lines.append(f"| `{strategy}` | " + " | ".join(cells) + " |")
     machine = doc.get("machine", {})
     lines += ["", f"Seconds of selection (scoring and picking k) and peak resident memory of the process "
