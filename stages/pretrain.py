@@ -28,10 +28,10 @@ def main(
         t0 = time.perf_counter()
         run_stage1(ctx, out)
         if dist.is_main():
-            test = json.loads((out / "test.json").read_text())
+            top1 = json.loads((out / "test.json").read_text()).get("top1")
+            measured = "not measured (no labeled test set)" if top1 is None else f"{100 * top1:.1f} %"
             print(f"pretrain seed {seed}: {ctx.params.train.stage1_epochs} epochs on I^S in "
-                  f"{progress.duration(time.perf_counter() - t0)}, test top-1 {100 * test['top1']:.1f} % → {out}",
-                  flush=True)
+                  f"{progress.duration(time.perf_counter() - t0)}, test top-1 {measured} → {out}", flush=True)
         dist.cleanup()
 
 

@@ -56,7 +56,7 @@ def answer_round(driver, project: Path, truth: dict[int, str]) -> tuple[int, str
             WebDriverWait(driver, 20, poll_frequency=0.02).until(
                 lambda d: d.find_element(By.ID, "progress").text == f"{k + 1} of {total} answered")
         WebDriverWait(driver, 20).until(lambda d: d.find_element(By.ID, "done").is_displayed())
-        assert "Rerun `dvc repro`" in driver.find_element(By.ID, "done").text
+        assert "Rerun `obcp repro`" in driver.find_element(By.ID, "done").text
     finally:
         server.terminate()
         server.communicate(timeout=30)
