@@ -200,7 +200,13 @@ def test_exit_codes_and_a_correction_after_a_params_change(committed, tmp_path):
     assert "Running stage 'evaluate@0'" in done and "Running stage 'figures'" in done
     assert (project / "reports/metrics.json").is_file()
     again = run([*OBCP, "repro"], project)
-    assert again.returncode == 0 and "done: every stage was up to date" in again.stdout
+    # init_pool depends on the answer store (a person may label I^S of an unlabeled folder), which the
+    # active stage wrote during the last run: it reruns once, to the same pool, and nothing after it
+    assert again.returncode == 0 and ("done: every stage was up to date" in again.stdout
+                                      or "done: 1 stage(s) ran (init_pool@0)" in again.stdout), again.stdout
+    assert "Stage 'active@0' didn't change" in again.stdout or "every stage was up to date" in again.stdout
+    third = run([*OBCP, "repro"], project)
+    assert third.returncode == 0 and "done: every stage was up to date" in third.stdout, third.stdout
     assert "always changed" in run(["dvc", "status"], project).stdout  # `validate`, and nothing else
     assert json.loads(run(["dvc", "status", "--json"], project).stdout) == {"validate": ["always changed"]}
 

@@ -99,6 +99,12 @@ budget:
 audit:
   size: {audit}
 
+# The conventional learners' settings (docs/baselines.md); no arm here reads them.
+baselines:
+  mc_samples: 20
+  dropout: 0.5
+  ensemble: 5
+
 model:
   arch: {arch}
   width: 32
