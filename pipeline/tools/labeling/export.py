@@ -183,7 +183,8 @@ def export(ctx: RunContext, out: Path, *, arm: str | None = None, cycle: int | N
     from pipeline.data.errors import CorruptArtifactError
     from pipeline.data.index import read_files
     from pipeline.loop.runs import fresh_state, stage1_meta
-    from pipeline.loop.train import load_checkpoint, predict
+    from pipeline.loop.inference import predict
+    from pipeline.loop.train import load_checkpoint
     from pipeline.pool import pools
 
     arm = arm or only_arm(ctx.params)
