@@ -60,17 +60,23 @@ class Registry(Generic[T]):
             raise RegistryError(f"unknown {self.kind} {name!r} (known: {', '.join(self._entries)}).")
         return self._entries[name]
 
-    def names(self) -> tuple[str, ...]:
+    def _ordered(self) -> list[T]:
+        """Built-ins in the order of their modules in `builtins` (whoever imported one first),
+        each module's entries in registration order, then the others (plugins) as registered."""
         self._load()
-        return tuple(self._entries)
+        rank = {module: i for i, module in enumerate(self._builtins)}
+        entries = list(self._entries.values())
+        return sorted(entries, key=lambda e: (rank.get(type(e).__module__, len(rank)), entries.index(e)))
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(e.name for e in self._ordered())
 
     def __contains__(self, name: object) -> bool:
         self._load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[T]:
-        self._load()
-        return iter(list(self._entries.values()))
+        return iter(self._ordered())
 
 
 STRATEGIES: Registry = Registry("selection strategy", (
