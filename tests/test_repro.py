@@ -153,7 +153,8 @@ def repro_until_done(project: Path) -> str:
 
 
 @pytest.mark.slow
-def test_exit_codes_and_a_correction_after_a_params_change(committed, tmp_path):
+def test_exit_codes_and_a_correction_after_a_params_change(committed, tmp_path, monkeypatch):
+    monkeypatch.setenv("OBCP_VERBOSE", "1")  # the cycle lines asserted below are the verbose log's
     project = committed
     # ---- 3: waiting for answers (plain `dvc repro`: 255, the same as an error)
     first = run([*OBCP, "repro"], project, check=False)
