@@ -36,6 +36,22 @@ pytestmark = pytest.mark.skipif(
 N = 12
 
 
+def serve_page(project: Path, *args: str, timeout: float = 60) -> tuple[subprocess.Popen, str]:
+    """Start `obcp annotate ARGS --no-open` in `project` on a free port; (server, its URL) once it answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "annotate", *args, "--no-open", "--port", str(port)],
+                              cwd=project, env=env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while get(url + "state") != 200:
+        if server.poll() is not None or time.time() >= deadline:
+            server.kill()
+            raise AssertionError(server.communicate())
+        time.sleep(0.1)
+    return server, url
+
+
 def browser():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -80,19 +96,12 @@ def test_answer_page_in_a_real_browser(tmp_path):
 
     project, truth = sheet_project(tmp_path / "p")
     store = Layout("digits", project).answer_store
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "annotate", "--arm", "obcp", "--seed", "0",
-                               "--no-open", "--port", str(port)], cwd=project, env=env(), text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    server, url = serve_page(project, "--arm", "obcp", "--seed", "0")
     try:
-        deadline = time.time() + 60
-        while get(url + "state") != 200:
-            assert server.poll() is None and time.time() < deadline, server.communicate()
-            time.sleep(0.1)
         # only the page, its state and the sheet's images are served, only to this host
         assert get(url + "questions.csv") == 404 and get(url + "img/99.png") == 404
         assert get(url + "../params.yaml") == 404 and get(url + "img/0.png") == 200
+        port = url.rstrip("/").rsplit(":", 1)[1]
         assert get(url, Host=f"evil.example:{port}") == 403
 
         def current(driver) -> tuple[int, bool]:
@@ -164,16 +173,8 @@ def test_store_list_corrects_an_answer_of_a_finished_cycle_in_a_real_browser(tmp
     answers.append(layout.answer_store, answers.rows(sheet["sample_id"], sheet["asked_class"],
                                                      answer=[truth[int(s)] for s in sheet["sample_id"]],
                                                      source="answers.csv cycle_001"))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "annotate", "--arm", "obcp", "--seed", "0",
-                               "--no-open", "--port", str(port)], cwd=project, env=env(), text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    server, url = serve_page(project, "--arm", "obcp", "--seed", "0")
     try:
-        deadline = time.time() + 60
-        while get(url + "state") != 200:
-            assert server.poll() is None and time.time() < deadline, server.communicate()
-            time.sleep(0.1)
         driver = browser()
         try:
             driver.get(url)

@@ -19,8 +19,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import env, free_port, make_project, run
-from test_annotate import CHROMIUM, DRIVER, browser, get
+from conftest import env, make_project, run
+from test_annotate import CHROMIUM, DRIVER, browser, serve_page
 
 ROBOT_NOTE = "a robot answered: its seconds are the page's overhead, not a person's"
 
@@ -30,16 +30,8 @@ def answer_round(driver, project: Path, truth: dict[int, str]) -> tuple[int, str
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    server = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "annotate", "--seed", "0", "--no-open",
-                               "--port", str(port)], cwd=project, env=env(), text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    server, url = serve_page(project, "--seed", "0", timeout=90)
     try:
-        deadline = time.time() + 90
-        while get(url + "state") != 200:
-            assert server.poll() is None and time.time() < deadline, server.communicate()
-            time.sleep(0.1)
         driver.get(url)
         WebDriverWait(driver, 20).until(lambda d: re.match(r"0 of \d+ answered", d.find_element(By.ID, "progress").text))
         total = int(re.match(r"0 of (\d+)", driver.find_element(By.ID, "progress").text).group(1))
