@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from conftest import make_project, run
+from test_reliability import _set
 from pipeline.oracle import answers
 from pipeline.pool import ledger
 
@@ -58,17 +59,6 @@ def committed(stage1_data, tmp_path_factory) -> Path:
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "converted, initial pool and stage 1"], project)
     return project
-
-
-def _set(path: str, value) -> Callable[[dict], None]:
-    def edit(params: dict) -> None:
-        *parents, leaf = path.split(".")
-        node = params
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-
-    return edit
 
 
 # the cases: each deleted a stage's outputs before obcp saw it, or was ignored
