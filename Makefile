@@ -19,8 +19,10 @@ setup-test: setup
 repro: setup
 	obcp repro $(ARGS)
 
+# One pytest worker per core (pytest-xdist); a file's tests stay on one worker, so its module
+# fixtures are built once. TEST_ARGS adds pytest options, e.g. TEST_ARGS=--durations=30.
 test: setup-test
-	python -m pytest -q
+	python -m pytest -q -n auto --dist loadfile $(TEST_ARGS)
 
 # Regenerate docs/parameters.md, docs/cli.md and the README's and docs' tables from the code and the
 # committed reports, then build the site into site/ (offline; `mkdocs serve` previews it)
