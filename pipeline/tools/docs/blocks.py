@@ -403,6 +403,88 @@ def render_fig4_claims(page: Page) -> str:
     return "\n".join(lines)
 
 
+def _verdict_counts(rows: pd.DataFrame) -> str:
+    """``holds 3, fails 1, not shown 6`` (in the rule's order of verdicts)."""
+    counts = rows["verdict"].value_counts()
+    return ", ".join(f"{v} {int(counts[v])}" for v in ("holds", "fails", "not shown", "cannot tell", "not run")
+                     if v in counts)
+
+
+@renderer("fig4-summary")
+def render_fig4_summary(page: Page) -> str:
+    """The fig4 study's claims in a few words per dataset, for the README (reports/fig4/study/claims.csv)."""
+    path = page.root / "reports/fig4/study/claims.csv"
+    if not path.is_file():
+        return "Not run yet: `obcp study run --spec pipeline/tools/study/fig4.yaml` (docs/baselines.md)."
+    claims = pd.read_csv(path)
+    parts = []
+    for dataset, d in claims.groupby("dataset", sort=False):
+        low = d[d["claim"].str.endswith("(Fig. 4)") & (d["kind"] == ">")]
+        same = d[d["claim"].str.endswith("(Fig. 4)") & (d["kind"] == "≥")]
+        fig6 = d[d["claim"].str.endswith("(Fig. 6 left)")]
+        text = (f"on {dataset}, \"obcp at 25 % > X at 40 %\" against the {len(low)} conventional learners: "
+                f"{_verdict_counts(low)}; \"obcp ≥ X at the same budget\": {_verdict_counts(same)}")
+        if len(fig6):
+            text += f"; \"a larger I^S does not help\" (Fig. 6 left): {fig6.iloc[0]['verdict']}"
+        parts.append(text)
+    return ("Against the conventional active learners (Fig. 4, seeds 10–14): " + "; ".join(parts)
+            + f" ([the claims]({page.link('docs/results.md')}), "
+              f"[`reports/fig4/study.md`]({page.link('reports/fig4/study.md')})).")
+
+
+ONEBIT_AWARE = "reports/onebit_aware/study"
+RANKING_STATS = ("arm", "role", "mean", "diff_mean", "lo", "hi", "n", "seeds")
+
+
+def _onebit_aware(page: Page) -> tuple[pd.DataFrame, dict] | None:
+    folder = page.root / ONEBIT_AWARE
+    if not (folder / "rule.csv").is_file() or not (folder / "pick.json").is_file():
+        return None
+    return pd.read_csv(folder / "rule.csv"), json.loads((folder / "pick.json").read_text())
+
+
+NOT_RUN_ONEBIT_AWARE = ("Not run yet: `obcp study run --spec pipeline/tools/study/onebit_aware.yaml` then `obcp study "
+                        "report --spec pipeline/tools/study/onebit_aware.yaml` write `reports/onebit_aware/study.md`.")
+
+
+@renderer("onebit-aware-claims")
+def render_onebit_aware_claims(page: Page) -> str:
+    """The one-bit-aware study (issue 25): each arm against Eq. 7 at equal bits, pooled over datasets and
+    seeds, with the verdict of "arm > obcp" and the rule's pick (reports/onebit_aware/study/)."""
+    found = _onebit_aware(page)
+    if found is None:
+        return NOT_RUN_ONEBIT_AWARE
+    rank, chosen = found
+    ref = chosen["reference"]
+    datasets = [c for c in rank.columns if c not in RANKING_STATS]
+    lines = ["| claim | role | " + " | ".join(f"{d} %" for d in datasets) + f" | arm − {ref}, pooled | verdict |",
+             "|---" * (4 + len(datasets)) + "|"]
+    for row in rank.to_dict("records"):
+        means = [pct(row[d]) for d in datasets]
+        if row["role"] == "reference":
+            lines.append(f"| `{ref}` (Eq. 7), the reference | reference | " + " | ".join(means) + " | — | — |")
+            continue
+        diff = _interval(pd.Series(row))
+        lines.append(f"| `{row['arm']}` > `{ref}` | {row['role']} | " + " | ".join(means)
+                     + f" | {diff} (n = {int(row['n'])}) | {verdict('>', row['diff_mean'], row['lo'], row['hi'])} |")
+    lines += ["", f"Final test top-1 % (mean over seeds) per dataset; arm − `{ref}` in percentage points, paired by "
+                  "dataset and seed and pooled, with its 95 % t-interval; seeds 10–14, judged by the rule written "
+                  "before the runs (`pipeline/tools/study/onebit_aware.yaml`). "
+                  f"**The rule's pick: {chosen['reason']}.** From "
+                  f"[`{ONEBIT_AWARE}/rule.csv`]({page.link(ONEBIT_AWARE + '/rule.csv')})."]
+    return "\n".join(lines)
+
+
+@renderer("onebit-aware-pick")
+def render_onebit_aware_pick(page: Page) -> str:
+    """One sentence for the README: what the one-bit-aware study's rule picked, and why."""
+    found = _onebit_aware(page)
+    if found is None:
+        return NOT_RUN_ONEBIT_AWARE
+    return (f"{found[1]['reason']} ([`reports/onebit_aware/study.md`]"
+            f"({page.link('reports/onebit_aware/study.md')})).")
+
+
 @renderer("selection-bench")
 def render_selection_bench(page: Page) -> str:
     """Each strategy's selection time and peak memory (`obcp bench --only selection`, reports/bench.json)."""

@@ -8,7 +8,8 @@ pool and stage 1); its 95 % interval is the t-interval with n − 1 degrees of f
 
 Written beside the report, under ``reports/study/``: ``summary.csv`` (mean ± std per cell
 and arm), ``paired.csv`` (every paired difference), ``rule.csv`` (the rule's ranking) and
-``figures/`` (per-cycle selection quality; final top-1 vs query_times), each PNG with its CSV.
+``pick.json`` (what the rule picked, and why), ``figures/`` (per-cycle selection quality; final
+top-1 vs query_times), each PNG with its CSV; a study whose rule ranks arms adds ``coldstart.csv``.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pipeline.reporting import plots
-from pipeline.core.io import write_csv, write_text
+from pipeline.reporting import coldstart, plots
+from pipeline.core.io import write_csv, write_json, write_text
 from pipeline.reporting.results import markdown_table, pct, seed_std, signed_pct
 from pipeline.tools.study.rule import ArmPick, Pick, pick, pick_arm
 from pipeline.tools.study.spec import Spec, StudyError, base_params
@@ -281,6 +282,9 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
     write_csv(tables / "summary.csv", summ)
     write_csv(tables / "paired.csv", pd.concat([p_arms, p_vars], ignore_index=True) if len(p_vars) else p_arms)
     write_csv(tables / "rule.csv", chosen.ranking)
+    write_json(tables / "pick.json", {"kind": spec.rule.kind, "block": spec.rule.block, "reference": rule_arm,
+                                      "pick": chosen.arm if isinstance(chosen, ArmPick) else chosen.variant,
+                                      "reason": chosen.reason})
 
     spec_path = spec.path.resolve()
     shown = spec_path.relative_to(root.resolve()) if spec_path.is_relative_to(root.resolve()) else spec_path
@@ -347,7 +351,8 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
         lines += ["## The rule's pick", "", f"**{chosen.reason}.**", "", markdown_table(_arm_rank_view(chosen, spec)),
                   f"Each arm's final top-1 minus `{rule_arm}`'s, paired by dataset and seed and pooled, in "
                   "percentage points with its 95 % t-interval; the candidates compete, the other arms are listed "
-                  "for the record."]
+                  "for the record.", ""]
+        lines += _cold_start_section(runs[runs["block"] == spec.rule.block], tables)
         write_text(out, "\n".join(lines).rstrip("\n") + "\n")
         return out
     lines += ["## The rule's pick", "", f"**{chosen.reason}.**", "", markdown_table(_rank_view(chosen, spec))]
@@ -355,6 +360,26 @@ def build_report(spec: Spec, runs: pd.DataFrame, out: str | os.PathLike, *, root
         lines += _implied_params(spec, chosen, root)
     write_text(out, "\n".join(lines).rstrip("\n") + "\n")
     return out
+
+
+def _cold_start_section(runs: pd.DataFrame, tables: Path) -> list[str]:
+    """Per dataset: every arm's cycle 1 against stage 1, yes-rate and bits per question
+    (`pipeline.reporting.coldstart`, as in the baseline report); all datasets in
+    ``<tables>/coldstart.csv``."""
+    lines, frames = ["## Cold start: cycle 1 against stage 1", ""], []
+    for dataset in dict.fromkeys(runs["dataset"]):
+        table = coldstart.first_cycle(runs[runs["dataset"] == dataset])
+        frames.append(table.assign(dataset=dataset))
+        flagged = table.loc[table["flag"] != "", "arm"].tolist()
+        lines += [f"### `{dataset}`", "", coldstart.first_cycle_markdown(table),
+                  f"Flagged ({coldstart.FLAG}): {', '.join(flagged)}." if flagged
+                  else "No arm loses accuracy in cycle 1 on average.", ""]
+    if frames:
+        write_csv(tables / "coldstart.csv", pd.concat(frames, ignore_index=True))
+    lines += ["Every arm of a seed starts from the same stage-1 checkpoint; the change is cycle 1's test top-1 minus "
+              "stage 1's, paired by seed (mean ± std, ddof=1); bits/question is the answers' entropy (at most 1 bit "
+              "for a yes/no question). Data: [study/coldstart.csv](study/coldstart.csv).", ""]
+    return lines
 
 
 def _arm_rank_view(chosen: ArmPick, spec: Spec) -> pd.DataFrame:
