@@ -28,7 +28,7 @@ from pipeline.reporting import results as res
 
 CONVENTIONAL = "supervised"  # the method of the conventional learners
 MATCH_COLUMNS = ["arm", "strategy", "n_seeds", "obcp_pct", "obcp_top1", "needed_pct", "ratio",
-                 "final_pct", "final_top1", "final_top1_std"]
+                 "start_pct", "start_top1", "final_pct", "final_top1", "final_top1_std"]
 
 
 def conventional_arms(results: pd.DataFrame) -> list[str]:
@@ -80,10 +80,11 @@ def match_table(results: pd.DataFrame) -> pd.DataFrame:
     for arm in arms:
         g = table[table["arm"] == arm].sort_values("labeled_equiv_pct")
         needed = _crossing(g["labeled_equiv_pct"].to_numpy(), g["top1"].to_numpy(), obcp_top1)
-        last = g.iloc[-1]
+        first, last = g.iloc[0], g.iloc[-1]
         rows.append({"arm": arm, "strategy": info.loc[arm, "strategy"], "n_seeds": int(g["n_seeds"].min()),
                      "obcp_pct": obcp_pct, "obcp_top1": obcp_top1, "needed_pct": needed,
                      "ratio": needed / obcp_pct if obcp_pct > 0 else math.nan,
+                     "start_pct": float(first["labeled_equiv_pct"]), "start_top1": float(first["top1"]),
                      "final_pct": float(last["labeled_equiv_pct"]), "final_top1": float(last["top1"]),
                      "final_top1_std": float(last["top1_std"])})
     return pd.DataFrame(rows, columns=MATCH_COLUMNS)
@@ -103,10 +104,16 @@ def match_markdown(table: pd.DataFrame) -> str:
         lines.append(f"| {r.arm} | {r.strategy} | {needed} | {ratio} | {r.final_pct:.1f} | "
                      f"{res.pct(r.final_top1, r.final_top1_std)} |")
     first = table.iloc[0]
+    at_start = table[table["needed_pct"] <= table["start_pct"]]
+    note = ""
+    if len(at_start):
+        note = (f" {len(at_start)} of {len(table)} arms reach it at their first point ({first['start_pct']:.1f} %, the "
+                f"stage-1 checkpoint every arm of a seed shares, {100 * first['start_top1']:.2f} % top-1): ObCP's first "
+                "query cycle ended below stage 1.")
     return (head + "\n".join(lines) + f"\n\nObCP reaches {100 * first['obcp_top1']:.2f} % top-1 at "
             f"{first['obcp_pct']:.1f} % labeled-equivalent (its first query cycle; mean over seeds). Each row: the "
             "labeled-equivalent % at which the arm's mean curve first reaches that accuracy, linearly interpolated "
-            "between its cycles.\n")
+            f"between its cycles.{note}\n")
 
 
 def match(results: pd.DataFrame, out: str | os.PathLike) -> Path:
