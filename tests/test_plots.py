@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from pipeline.pool import ledger
 from pipeline.reporting import plots as P
@@ -183,10 +184,11 @@ def test_query_times_csv(tmp_path):
 
 
 def test_every_arm_gets_its_own_look():
-    eleven = P.arm_styles([f"arm{i}" for i in range(11)])
-    assert len({st.color for st in eleven.values()}) == 11  # the default arms: 11 distinct colours
-    assert all(st.dash == "-" for st in eleven.values())
-    assert "#7f7f7f" not in {st.color for st in eleven.values()}  # no grey arm
+    default = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())["arms"]
+    styles = P.arm_styles(list(default))
+    assert len({st.color for st in styles.values()}) == len(default)  # the default arms: distinct colours
+    assert all(st.dash == "-" for st in styles.values())
+    assert "#7f7f7f" not in {st.color for st in styles.values()}  # no grey arm
     for n in (25, 60):  # past the palette: the colours again, dashed; then a colormap
         many = P.arm_styles([f"arm{i}" for i in range(n)])
         assert len({(st.color, st.dash) for st in many.values()}) == n

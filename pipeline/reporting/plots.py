@@ -546,8 +546,9 @@ def write_report(results: pd.DataFrame, arms: Mapping[str, ArmParams], ledgers: 
                     "learning at equal bits; mean ± std over seeds."),
         FigureEntry(selection_strategies(results, figs / "selection_strategies.png", ylim=curve_ylim),
                     "Selection strategies (Fig. 5)",
-                    "ObCP's uncertainty (Eq. 7) against random, max, diff2 and entropy selection; mean ± std over "
-                    "seeds. Same y axis as Fig. 4."),
+                    "ObCP with each selection strategy of the run (its arms with every switch on: the default "
+                    "`eig`, the paper's Eq. 7, random, max, diff2, entropy); mean ± std over seeds. Same y axis as "
+                    "Fig. 4."),
         FigureEntry(equal_bits(results, figs / "equal_bits.png", ylim=bar_ylim), "Equal bits (Table 3)",
                     "Final top-1 of one-bit, ObCP and full labels spending the same number of bits."),
         FigureEntry(ablations(results, arms, figs / "ablations.png", ylim=bar_ylim), "Ablations (Table 4)",

@@ -253,11 +253,14 @@ def _pick(candidates: pd.DataFrame, preferred_name: str) -> str | None:
 
 
 def full_arm(results: pd.DataFrame) -> str | None:
-    """The full ObCP arm: method and strategy obcp, every switch on (preferably named ``obcp``)."""
+    """The full ObCP arm: method obcp, every switch on; the arm named ``obcp`` (whatever its
+    strategy: the default's is `eig`), else the first such arm with Eq. 7 (strategy obcp)."""
     info = _arm_info(results)
-    full = info[(info["method"] == "obcp") & (info["strategy"] == "obcp")]
+    full = info[info["method"] == "obcp"]
     full = full[full.apply(_all_switches_on, axis=1)] if len(full) else full
-    return _pick(full, "obcp")
+    if "obcp" in set(full["arm"]):
+        return "obcp"
+    return _pick(full[full["strategy"] == "obcp"], "obcp")
 
 
 def main_arms(results: pd.DataFrame) -> list[str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pipeline.reporting.results import final_summary, pct, read_results, signed_pct
+from pipeline.reporting.results import final_summary, pct, read_results, signed_pct, strategy_arms
 
 REGION = re.compile(
     r"(?P<open><!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /generated -->)", re.S
@@ -91,6 +91,8 @@ METHOD_TEXT = {
 }
 STRATEGY_TEXT = {
     "obcp": "Eq. 7",
+    "eig": "ALPF's question choice (`eig`)",
+    "expected_gain": "the answers' measured worth (`expected_gain`)",
     "random": "random",
     "max": "least confidence (`max`)",
     "diff2": "margin (`diff2`)",
@@ -243,62 +245,44 @@ def render_claims(page: Page) -> str:
 
 @renderer("strategies")
 def render_strategies(page: Page) -> str:
-    """Every selection strategy: the default run, and obcp − strategy on the study's fresh seeds."""
+    """Every selection strategy of ObCP: the default run, and the one-bit-aware study's fresh seeds
+    (per dataset, and the strategy minus Eq. 7 pooled over its datasets and seeds)."""
     results = read_results(_read(page, "reports/results.csv"))
     summary = final_summary(results).set_index("arm")
-    summ = pd.read_csv(_read(page, "reports/study/summary.csv"))
-    paired = _paired(page)
-    confirm = summ[summ["block"] == "confirm"]
-    datasets = list(dict.fromkeys(confirm["dataset"]))
-    strategy_arms = [a for a in summary.index
-                     if summary.loc[a, "method"] == "obcp" and a in STRATEGY_TEXT and a == summary.loc[a, "strategy"]]
-    head = ("| strategy | default run | " + " | ".join(f"{d}, fresh seeds | obcp − it" for d in datasets) + " |")
-    lines = [head, "|---" * (2 + 2 * len(datasets)) + "|"]
-    for arm in strategy_arms:
-        cells = [STRATEGY_TEXT[arm] + ("" if arm != "obcp" else " (`obcp`)"), pct(summary.loc[arm, "top1_mean"],
-                                                                                  summary.loc[arm, "top1_std"])]
-        for d in datasets:
-            s = confirm[(confirm["dataset"] == d) & (confirm["arm"] == arm)]
-            cells.append(pct(s["top1_mean"].iloc[0], s["top1_std"].iloc[0]) if len(s) else "—")
-            row = _claim_row(paired, d, "confirm", arm)
-            cells.append("—" if arm == "obcp" or row is None else _interval(row))
+    default_strategy = str(summary.loc["obcp", "strategy"]) if "obcp" in summary.index else None
+    found = _onebit_aware(page)
+    if found is None:
+        raise RegionError(f"{page.path}: the strategies table needs {ONEBIT_AWARE}/rule.csv and pick.json")
+    rank, chosen = found
+    datasets = [c for c in rank.columns if c not in RANKING_STATS]
+    spec = yaml.safe_load(_read(page, "pipeline/tools/study/onebit_aware.yaml").read_text())
+    study = {name: (a["strategy"], int(a.get("rounds", 1))) for name, a in spec["arms"].items()}
+    rows: dict[tuple[str, int], dict] = {}
+    for arm in strategy_arms(results):
+        rows.setdefault((str(summary.loc[arm, "strategy"]), 1), {})["default"] = arm
+    for r in rank.to_dict("records"):
+        rows.setdefault(study[r["arm"]], {})["study"] = r
+    head = ("| strategy | default run | " + " | ".join(f"{d}, fresh seeds" for d in datasets)
+            + f" | it − Eq. 7, pooled |")
+    lines = [head, "|---" * (3 + len(datasets)) + "|"]
+    for (strategy, rounds), got in rows.items():
+        name = STRATEGY_TEXT.get(strategy, f"`{strategy}`") + (f", {rounds} rounds (follow-ups)" if rounds > 1 else "")
+        if strategy == default_strategy and rounds == 1:
+            name = f"**{name}: the default**"
+        arm = got.get("default")
+        cells = [name, pct(summary.loc[arm, "top1_mean"], summary.loc[arm, "top1_std"]) if arm else "—"]
+        r = got.get("study")
+        cells += [pct(r[d]) if r else "—" for d in datasets]
+        cells.append("—" if r is None or r["role"] == "reference" else f"{_interval(pd.Series(r))}")
         lines.append("| " + " | ".join(cells) + " |")
     seeds = sorted(int(s) for s in results["seed"].unique())
-    lines += ["", _strategy_sentence(paired, datasets, [a for a in strategy_arms if a != "obcp"]), "",
-              f"Final test top-1 %, mean ± std; default run: seeds {', '.join(map(str, seeds))} "
-              f"([`reports/results.csv`]({page.link('reports/results.csv')})); fresh seeds: the study's block "
-              f"`confirm` ([`reports/study.md`]({page.link('reports/study.md')})), with `obcp` − strategy "
-              "paired by seed and its 95 % t-interval."]
+    lines += ["", f"Final test top-1 %: the default run, mean ± std over seeds {', '.join(map(str, seeds))} "
+                  f"([`reports/results.csv`]({page.link('reports/results.csv')})); the one-bit-aware study, mean over "
+                  f"seeds {', '.join(map(str, spec['seeds']))} per dataset, and the strategy minus Eq. 7 in "
+                  "percentage points, paired by dataset and seed and pooled, with its 95 % t-interval "
+                  f"([`reports/onebit_aware/study.md`]({page.link('reports/onebit_aware/study.md')})). "
+                  f"Its pre-registered rule: {chosen['reason']}."]
     return "\n".join(lines)
-
-
-def _names(arms: list[str]) -> str:
-    quoted = [f"`{a}`" for a in arms]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
-
-
-def _strategy_sentence(paired: pd.DataFrame, datasets: list[str], arms: list[str]) -> str:
-    """Which strategies beat Eq. 7 on the fresh seeds, in words (so the prose cannot drift either)."""
-    above, below, mixed, significant = [], [], [], []
-    for arm in arms:
-        rows = [r for r in (_claim_row(paired, d, "confirm", arm) for d in datasets) if r is not None]
-        if not rows:
-            continue
-        diffs = [r["diff_mean"] for r in rows]  # obcp − arm
-        (above if all(d < 0 for d in diffs) else below if all(d > 0 for d in diffs) else mixed).append(arm)
-        significant += [f"`{arm}` on {r['dataset']}" for r in rows if r["lo"] > 0 or r["hi"] < 0]
-    where = "both datasets" if len(datasets) == 2 else f"all {len(datasets)} datasets" if len(datasets) > 2 \
-        else datasets[0] if datasets else "no dataset"
-    parts = []
-    if above:
-        parts.append(f"{_names(above)} {'has' if len(above) == 1 else 'have'} a higher mean than Eq. 7 on {where}")
-    if below:
-        parts.append(f"{_names(below)} a lower one")
-    if mixed:
-        parts.append(f"{_names(mixed)} higher on some datasets and lower on others")
-    sig = ("; the 95 % interval excludes 0 only for " + ", ".join(significant)) if significant else \
-        "; no interval excludes 0"
-    return "On the fresh seeds, " + ", ".join(parts) + sig + "."
 
 
 # --------------------------------------------------------------------------- install and run times
