@@ -106,6 +106,9 @@ def _copy_inputs(dest: Path) -> Path:
     shutil.copy(ROOT / "params.yaml", dest / "params.yaml")
     shutil.copytree(ROOT / "reports", dest / "reports",
                     ignore=shutil.ignore_patterns("ledger", "metrics", "answers", "exps", "figures"))
+    spec = dest / "pipeline/tools/study/onebit_aware.yaml"  # the strategies table names its arms' strategies
+    spec.parent.mkdir(parents=True)
+    shutil.copy(ROOT / spec.relative_to(dest), spec)
     return dest
 
 
@@ -116,7 +119,7 @@ def test_results_region_is_rendered_from_results_csv_not_fixed(tmp_path):
     frame.loc[last & (frame["arm"] == "obcp"), "top1"] = 0.5  # every seed: 50.0 ± 0.0
     frame.to_csv(root / "reports/results.csv", index=False)
     text = blocks.render_results(blocks.Page(root, Path("README.md")))
-    assert "| `obcp` | ObCP, Eq. 7 selection | 50.0 ± 0.0 |" in text
+    assert "| `obcp` | ObCP, ALPF's question choice (`eig`) selection | 50.0 ± 0.0 |" in text
     readme = (ROOT / "README.md").read_text()
     filled = blocks.fill(readme, blocks.Page(root, Path("README.md")))
     assert "50.0 ± 0.0" in filled and filled != readme

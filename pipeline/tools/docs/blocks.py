@@ -459,16 +459,6 @@ def render_onebit_aware_claims(page: Page) -> str:
     return "\n".join(lines)
 
 
-@renderer("onebit-aware-pick")
-def render_onebit_aware_pick(page: Page) -> str:
-    """One sentence for the README: what the one-bit-aware study's rule picked, and why."""
-    found = _onebit_aware(page)
-    if found is None:
-        return NOT_RUN_ONEBIT_AWARE
-    return (f"{found[1]['reason']} ([`reports/onebit_aware/study.md`]"
-            f"({page.link('reports/onebit_aware/study.md')})).")
-
-
 @renderer("selection-bench")
 def render_selection_bench(page: Page) -> str:
     """Each strategy's selection time and peak memory (`obcp bench --only selection`, reports/bench.json)."""
