@@ -38,8 +38,10 @@ def conventional_arms(results: pd.DataFrame) -> list[str]:
 
 
 def fig4_arms(results: pd.DataFrame) -> list[str]:
-    """ObCP, one-bit and full-bit (paper Table 3's arms), then every conventional arm."""
-    return res.main_arms(results) + conventional_arms(results)
+    """ObCP, one-bit and full-bit (paper Table 3's arms), the paper's Eq. 7 where ObCP's arm
+    uses another strategy (`eq7`), then every conventional arm."""
+    eq7 = res.eq7_arm(results)
+    return res.main_arms(results) + ([eq7] if eq7 else []) + conventional_arms(results)
 
 
 def fig4(results: pd.DataFrame, out: str | os.PathLike) -> Path:

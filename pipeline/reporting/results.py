@@ -263,6 +263,16 @@ def full_arm(results: pd.DataFrame) -> str | None:
     return _pick(full[full["strategy"] == "obcp"], "obcp")
 
 
+def eq7_arm(results: pd.DataFrame) -> str | None:
+    """The paper's ObCP when it is not the full arm: method and strategy obcp (Eq. 7), every
+    switch on, another arm than :func:`full_arm` (the default run's ``eq7``); else None."""
+    info = _arm_info(results)
+    eq7 = info[(info["method"] == "obcp") & (info["strategy"] == "obcp")]
+    eq7 = eq7[eq7.apply(_all_switches_on, axis=1)] if len(eq7) else eq7
+    eq7 = eq7[eq7["arm"] != full_arm(results)]
+    return _pick(eq7, "eq7")
+
+
 def main_arms(results: pd.DataFrame) -> list[str]:
     """Arms of the main comparison (paper Fig. 4, Table 3): one per method of `MAIN_METHODS` present.
 
