@@ -100,6 +100,18 @@ def dataset_facts(data_dir: Path, classes: list[str], num_train: int) -> None:
                   "split": "train"}).to_parquet(data_dir / "index.parquet", index=False)
 
 
+# The longest files (`make test TEST_ARGS=--durations=30`), started first: `make test` runs one
+# worker per core and gives each worker whole files (--dist loadfile), in collection order, so a
+# long file collected last would end the run alone on one core while the others sit idle.
+LONG_FILES = ("test_repro.py", "test_resume.py", "test_study.py", "test_labeling.py", "test_dvc.py",
+              "test_cluster.py", "test_gpu_check.py", "test_fig4.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    first = {name: rank for rank, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: first.get(item.path.name, len(first)))  # stable: the rest keep their order
+
+
 @pytest.fixture(autouse=True)
 def _registries_restored():
     """Plugins a test loads register into the process-wide registries: take them out again, so a

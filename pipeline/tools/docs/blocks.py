@@ -411,7 +411,7 @@ def render_fig4_summary(page: Page) -> str:
         if len(fig6):
             text += f"; \"a larger I^S does not help\" (Fig. 6 left): {fig6.iloc[0]['verdict']}"
         parts.append(text)
-    return ("Against the conventional active learners (Fig. 4, seeds 10–14): " + "; ".join(parts)
+    return ("Against the conventional active learners (Fig. 4; ObCP with Eq. 7, seeds 10–14): " + "; ".join(parts)
             + f" ([the claims]({page.link('docs/results.md')}), "
               f"[`reports/fig4/study.md`]({page.link('reports/fig4/study.md')})).")
 
