@@ -459,14 +459,16 @@ def draw_class_queries(table: pd.DataFrame, out: str | os.PathLike) -> Path:
     return _save(fig, out)
 
 
-def query_times(frame: pd.DataFrame, out: str | os.PathLike, *, x: str = "query_times") -> Path:
+def query_times(frame: pd.DataFrame, out: str | os.PathLike, *, x: str = "query_times",
+                label: str | None = None) -> Path:
     """Paper Fig. 6 (right): final top-1 vs query_times (or another params key `x`) per arm,
     mean ± std over seeds.
 
     ``frame``: `pipeline.tools.exps.exps_table` rows (``<x>, arm, top1, top1_std, n_seeds``: one
     experiment's summary per arm). Rows without a result are ignored; when several
     experiments give the same (arm, x), the first row wins (exps_table lists the newest
-    first). CSV columns: ``arm, <x>, top1, top1_std, n_seeds``.
+    first). CSV columns: ``arm, <x>, top1, top1_std, n_seeds``. `label`: the x axis' words
+    (default: the key `x`).
     """
     out = Path(out)
     columns = ["arm", x, "top1", "top1_std", "n_seeds"]
@@ -490,9 +492,9 @@ def query_times(frame: pd.DataFrame, out: str | os.PathLike, *, x: str = "query_
     m, s = 100 * table["top1"].astype(float).to_numpy(), 100 * _std0(table["top1_std"])
     ax.set_ylim(*percent_limits(list(m - s), list(m + s)))
     ax.set_xticks(sorted(table[x].astype(float).unique()))
-    ax.set_xlabel("query times (cycles sharing the one-bit budget)" if x == "query_times" else x)
+    ax.set_xlabel(label or ("query times (cycles sharing the one-bit budget)" if x == "query_times" else x))
     ax.set_ylabel("final test top-1 (%)")
-    ax.set_title("Query times" if x == "query_times" else f"Final accuracy vs {x}")
+    ax.set_title("Query times" if x == "query_times" else f"Final accuracy vs {label or x}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, out)

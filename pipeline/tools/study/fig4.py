@@ -119,7 +119,7 @@ def section(runs: pd.DataFrame, tables: Path, out_dir: Path) -> list[str]:
         s = share[share["dataset"] == dataset]
         if len(s) > 1:
             png = plots.query_times(s.drop(columns=["dataset", "variant"]), figs / f"fig6left_{dataset}.png",
-                                    x="initial_pct")
+                                    x="initial_pct", label="I^S, % of the train set (|P^L| = 10 %)")
             lines += [f"![Fig. 6 (left), {dataset}]({_rel(png, out_dir)})", "",
                       f"Final top-1 vs I^S (% of the train set, x axis) at |P^L| = 10 %, the one-bit budget following "
                       f"(paper Fig. 6, left). Data: [{_rel(png.with_suffix('.csv'), out_dir)}]"
