@@ -252,12 +252,17 @@ def _pick(candidates: pd.DataFrame, preferred_name: str) -> str | None:
     return preferred_name if preferred_name in names else names[0]
 
 
+def _obcp_all_on(results: pd.DataFrame) -> pd.DataFrame:
+    """`_arm_info` rows of method obcp with every switch on."""
+    info = _arm_info(results)
+    info = info[info["method"] == "obcp"]
+    return info[info.apply(_all_switches_on, axis=1)] if len(info) else info
+
+
 def full_arm(results: pd.DataFrame) -> str | None:
     """The full ObCP arm: method obcp, every switch on; the arm named ``obcp`` (whatever its
     strategy: the default's is `eig`), else the first such arm with Eq. 7 (strategy obcp)."""
-    info = _arm_info(results)
-    full = info[info["method"] == "obcp"]
-    full = full[full.apply(_all_switches_on, axis=1)] if len(full) else full
+    full = _obcp_all_on(results)
     if "obcp" in set(full["arm"]):
         return "obcp"
     return _pick(full[full["strategy"] == "obcp"], "obcp")
@@ -266,10 +271,8 @@ def full_arm(results: pd.DataFrame) -> str | None:
 def eq7_arm(results: pd.DataFrame) -> str | None:
     """The paper's ObCP when it is not the full arm: method and strategy obcp (Eq. 7), every
     switch on, another arm than :func:`full_arm` (the default run's ``eq7``); else None."""
-    info = _arm_info(results)
-    eq7 = info[(info["method"] == "obcp") & (info["strategy"] == "obcp")]
-    eq7 = eq7[eq7.apply(_all_switches_on, axis=1)] if len(eq7) else eq7
-    eq7 = eq7[eq7["arm"] != full_arm(results)]
+    eq7 = _obcp_all_on(results)
+    eq7 = eq7[(eq7["strategy"] == "obcp") & (eq7["arm"] != full_arm(results))]
     return _pick(eq7, "eq7")
 
 

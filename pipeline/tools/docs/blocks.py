@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from pipeline.reporting.results import final_summary, pct, read_results, signed_pct, strategy_arms
+from pipeline.tools.study.fig4 import verdict  # the studies' rule for a claim on a paired difference
 
 REGION = re.compile(
     r"(?P<open><!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(?P<close><!-- /generated -->)", re.S
@@ -199,11 +200,6 @@ CLAIMS: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-def verdict(kind: str, mean: float, lo: float, hi: float) -> str:
-    """The study's rule for a claim on a paired difference (fractions)."""
-    if kind == ">":
-        return "holds" if lo > 0 else "fails" if hi < 0 else "not shown"
-    return "fails" if hi < 0 else "holds" if mean >= 0 else "cannot tell"
 
 
 def _paired(page: Page) -> pd.DataFrame:
