@@ -116,3 +116,26 @@ def test_cli_validate_exit_code(tmp_path):
                          capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2
     assert "query_times" in out.stderr and "train.lr" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_validating_params_imports_no_torch(digits_data):
+    """The `validate` stage runs on every `dvc repro`, and `obcp repro` checks params.yaml once more
+    before DVC starts: with every built-in strategy, method and oracle loaded and the budgets
+    checked against the converted pool, neither imports torch, FFCV or matplotlib (each costs
+    seconds per process; the strategies that train networks import them when they select)."""
+    import subprocess
+    import sys
+
+    from conftest import env
+
+    probe = ("import sys; from pathlib import Path; import pipeline.cli, stages.validate; "
+             "from pipeline.core.registry import METHODS, ORACLES, STRATEGIES; "
+             "from pipeline.tools.validate import check_project; "
+             "_, pool, _ = check_project(Path('params.yaml')); "
+             "print(pool, len(STRATEGIES.names()), len(METHODS.names()), len(ORACLES.names()), "
+             "[m for m in ('torch', 'ffcv', 'numba', 'matplotlib') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=digits_data, env=env(), capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    pool, strategies, methods, oracles, heavy = out.stdout.split(maxsplit=4)
+    assert int(pool) == 1437 and int(strategies) >= 17 and int(methods) >= 4 and int(oracles) >= 2, out.stdout
+    assert heavy.strip() == "[]", out.stdout

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
+from torch import nn
 
 from pipeline.core import distributed as dist
 from pipeline.core import io
@@ -58,6 +59,18 @@ def stage2_plan(c: Cycle, plan: LossPlan) -> LossPlan:
 # --------------------------------------------------------------------------- LL4AL's head
 
 
+class LossNet(nn.Module):
+    """LL4AL's loss-prediction head (`pipeline.selection.ll4al`): penultimate features [B, F] →
+    predicted loss [B]."""
+
+    def __init__(self, feature_dim: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net(h).reshape(-1)
+
+
 WARMUP_STEPS = 200  # cycle 1: steps fitting a new head to the stage-1 model (backbone frozen)
 WARMUP_BATCH = 64
 
@@ -68,8 +81,6 @@ def loss_head(c: Cycle, model: ObCP) -> AuxHead | None:
     is shared by every arm and trains no head). `model`: the cycle's starting model."""
     if not c.strategy.loss_head:
         return None
-    from pipeline.selection.ll4al import LossNet
-
     p = c.ctx.params
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(c.ctx.seed * 7_919 + 17)

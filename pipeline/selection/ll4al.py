@@ -16,7 +16,8 @@ An arm of it trains the head beside its method's model (`Strategy.loss_head`; th
 `baselines.ll4al_joint` (0.6) of each cycle's epochs, then stops, as the paper stops it after
 120 of 200 epochs. The head is carried from cycle to cycle (`cycle_KKK/loss_head.pt`); at
 cycle 1 a new head is first fitted to the shared stage-1 model on the initial labeled set
-(`pipeline.loop.baselines.warm_head`).
+(`pipeline.loop.baselines.warm_head`). The head's network, `LossNet`, lives in
+`pipeline.loop.baselines` with the training that uses it, so this module imports no torch.
 
 Differs from the authors' setup (and the Mephisto405 reimplementation the ObCP paper's
 sources build on): their head reads the outputs of the four ResNet blocks (global average
@@ -29,23 +30,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from pipeline.core.registry import STRATEGIES
 from pipeline.selection import strategies as _builtins  # noqa: F401  (the first built-ins register first)
 from pipeline.selection.base import Candidates, ScoreStrategy, SelectionError
-
-
-class LossNet(nn.Module):
-    """Penultimate features [B, F] → predicted loss [B]."""
-
-    def __init__(self, feature_dim: int, hidden: int = 128) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.net(h).reshape(-1)
 
 
 class LearningLoss(ScoreStrategy):
