@@ -178,6 +178,22 @@ def reproduced(tmp_path_factory) -> tuple[Path, str]:
     return project, out.stdout
 
 
+def with_stage1(project: Path, stage1_data: Path, stages: tuple[str, ...] = ("convert", "init_pool@0", "pretrain@0")
+                ) -> Path:
+    """A git + DVC `project` (`make_project`) with `stage1_data`'s converted digits, initial pool
+    and stage 1 copied in and `stages` recorded as done with `dvc commit` (DVC checks the copied
+    files against each stage's outputs), so that `dvc repro` goes on from there instead of
+    converting and pretraining again; committed to git."""
+    shutil.copytree(stage1_data / "data/digits", project / "data/digits")
+    for name in ("cycle_000", "stage1"):
+        shutil.copytree(stage1_data / "data/runs/seed0" / name, project / "data/runs/seed0" / name)
+    run(["dvc", "repro", "validate"], project)
+    run(["dvc", "commit", "-f", *stages], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", f"recorded as done: {', '.join(stages)}"], project)
+    return project
+
+
 def copy_project(source: Path, dest: Path) -> Path:
     """A copy of the project `source` (git history, DVC cache and workspace) at `dest`, without
     DVC's per-checkout state (.dvc/tmp: its index, locks and queue), which DVC rebuilds.

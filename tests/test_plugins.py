@@ -6,7 +6,7 @@ import re
 import pandas as pd
 import pytest
 
-from conftest import ROOT, make_project, run
+from conftest import ROOT, make_project, run, with_stage1
 from pipeline.core.config import ParamsError, parse_params
 from pipeline.core.plugins import PluginError, fingerprint, load
 
@@ -29,17 +29,20 @@ def test_plugin_files_register_and_are_fingerprinted(tmp_path):
 
 
 @pytest.mark.slow
-def test_plugin_strategy_runs_through_dvc_repro(tmp_path):
-    """The docs' least-confidence plugin picks exactly what the built-in `max` picks."""
+def test_plugin_strategy_runs_through_dvc_repro(stage1_data, tmp_path):
+    """The docs' least-confidence plugin picks exactly what the built-in `max` picks. The
+    session's conversion and stage 1 are recorded as done (neither loads plugins); `init_pool`,
+    which imports the plugin-loading code, runs here."""
     project = make_project(tmp_path / "p", {
         "plugins": ["least_confidence.py"],
         "arms": {"least_confidence": {"method": "obcp", "strategy": "least_confidence"},
                  "max": {"method": "obcp", "strategy": "max"}},
-    }, git=False)
+    })
     (project / "least_confidence.py").write_text(EXAMPLE)
-    run(["git", "init", "-q"], project)
-    run(["dvc", "init", "-q"], project)
-    run(["dvc", "repro"], project)
+    with_stage1(project, stage1_data, ("convert", "pretrain@0"))
+    out = run(["dvc", "repro"], project).stdout
+    assert "Running stage 'init_pool@0'" in out and "Running stage 'active@0'" in out
+    assert "Running stage 'convert'" not in out and "Running stage 'pretrain@0'" not in out
     ledgers = {arm: pd.read_parquet(project / f"reports/ledger/seed0/{arm}.parquet") for arm in ("least_confidence", "max")}
     assert set(ledgers["least_confidence"]["strategy"]) == {"least_confidence"}
     first = {arm: sorted(l.loc[l["cycle"] == 1, "sample_id"]) for arm, l in ledgers.items()}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Callable
@@ -22,7 +21,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import make_project, run
+from conftest import make_project, run, with_stage1
 from test_reliability import _set
 from pipeline.oracle import answers
 from pipeline.pool import ledger
@@ -49,15 +48,9 @@ def checksums(project: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def committed(stage1_data, tmp_path_factory) -> Path:
     project = make_project(tmp_path_factory.mktemp("repro") / "p", {"oracle": {"kind": "human"}})
-    shutil.copytree(stage1_data / "data/digits", project / "data/digits")
-    for name in ("cycle_000", "stage1"):
-        shutil.copytree(stage1_data / "data/runs/seed0" / name, project / "data/runs/seed0" / name)
-    run(["dvc", "repro", "validate"], project)
-    run(["dvc", "commit", "-f", "convert", "init_pool@0", "pretrain@0"], project)
+    with_stage1(project, stage1_data)
     status = run(["dvc", "status", "--with-deps", "pretrain@0"], project).stdout
     assert status.split() == ["validate:", "always", "changed"], status  # the rest is recorded as done
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-qm", "converted, initial pool and stage 1"], project)
     return project
 
 
@@ -213,46 +206,39 @@ def test_exit_codes_and_a_correction_after_a_params_change(committed, tmp_path, 
     assert not (cycle1 / "questions.csv").exists()
     led = ledger.read(project / LEDGER)
     c1, c2 = led[led["cycle"] == 1], led[led["cycle"] == 2]
-    only2 = c2[~c2["sample_id"].isin(c1["sample_id"])].iloc[0]
 
-    # ---- a correction with the command: a question only cycle 2 used; cycle 1 stays
-    sid, asked, was = int(only2["sample_id"]), int(only2["asked_class"]), bool(only2["answer"])
+    # ---- two corrections of questions only cycle 2 used, one with the command and one from a Label
+    # Studio re-import; the next run skips cycle 1 and replays cycle 2 (a correction of a cycle-1
+    # question replays from cycle 1: tests/test_active.py::test_human_answers_outlive_cycles)
+    fixed, relabeled = (c2[~c2["sample_id"].isin(c1["sample_id"])].iloc[i] for i in (0, 1))
+    sid, asked, was = int(fixed["sample_id"]), int(fixed["asked_class"]), bool(fixed["answer"])
     fix = run([*OBCP, "answers", "fix", str(sid), "--asked", str(asked), "--answer", "no" if was else "yes"], project)
     print(f"$ obcp answers fix {sid} --asked {asked} --answer {'no' if was else 'yes'}\n{fix.stdout}")
     assert f"{'yes' if was else 'no'} -> {'no' if was else 'yes'}" in fix.stdout
     assert "used by arm obcp seed 0 cycle 2" in fix.stdout
-    replay = run([*OBCP, "repro"], project)
-    print(f"$ obcp repro\n{replay.stdout}")
-    assert "cycle 1: up to date, skipped" in replay.stdout
-    assert "cycle 2: 1 answer(s) differ from the ones it was trained with" in replay.stdout
-    led = ledger.read(project / LEDGER)
-    row = led[(led["sample_id"] == sid) & (led["asked_class"] == asked)]
-    assert row["cycle"].tolist() == [2] and row["answer"].tolist() == [not was]
-
-    # ---- a correction from a Label Studio re-import: a question cycle 1 used; replay from cycle 1
-    first1 = led[led["cycle"] == 1].iloc[0]
-    sid1, asked1, was1 = int(first1["sample_id"]), int(first1["asked_class"]), bool(first1["answer"])
+    sid2, asked2, was2 = int(relabeled["sample_id"]), int(relabeled["asked_class"]), bool(relabeled["answer"])
     export = tmp_path / "export.json"
-    export.write_text(json.dumps([{"id": 1, "data": {"sample_id": sid1, "asked_class": asked1, "dataset": "digits"},
+    export.write_text(json.dumps([{"id": 1, "data": {"sample_id": sid2, "asked_class": asked2, "dataset": "digits"},
                                    "annotations": [{"id": 7, "was_cancelled": False,
                                                     "updated_at": "2026-05-02T10:00:00Z",
                                                     "result": [{"from_name": "answer", "type": "choices",
-                                                                "value": {"choices": ["no" if was1 else "yes"]}}]}]}]))
+                                                                "value": {"choices": ["no" if was2 else "yes"]}}]}]}]))
     imported = run([*OBCP, "annotate", "--import", str(export)], project)
     assert "1 answers read, 1 new or changed added" in imported.stdout
-    replay1 = repro_until_done(project)
-    print(f"$ obcp annotate --import export.json\n{imported.stdout}$ obcp repro\n{replay1}")
-    assert "cycle 1: 1 answer(s) differ from the ones it was trained with" in replay1
-    assert "replaying from cycle 1" in replay1
+    replay = run([*OBCP, "repro"], project)
+    print(f"$ obcp annotate --import export.json\n{imported.stdout}$ obcp repro\n{replay.stdout}")
+    assert "cycle 1: up to date, skipped" in replay.stdout
+    assert "cycle 2: 2 answer(s) differ from the ones it was trained with" in replay.stdout
     led = ledger.read(project / LEDGER)
-    row = led[(led["sample_id"] == sid1) & (led["asked_class"] == asked1)]
-    assert row["cycle"].tolist() == [1] and row["answer"].tolist() == [not was1]
+    for s_id, a_cls, before in ((sid, asked, was), (sid2, asked2, was2)):
+        row = led[(led["sample_id"] == s_id) & (led["asked_class"] == a_cls)]
+        assert row["cycle"].tolist() == [2] and row["answer"].tolist() == [not before]
 
     # the store kept every answer ever given: both corrections are new rows, the old ones stay
     store = answers.read(project / STORE)
     history = store[(store["sample_id"] == sid) & (store["asked_class"] == asked)]
     assert history["answer"].tolist() == [was, not was] and history["source"].tolist()[-1] == "obcp answers fix"
-    listed = run([*OBCP, "answers", "list", "--sample", str(sid1), "--history"], project).stdout
+    listed = run([*OBCP, "answers", "list", "--sample", str(sid2), "--history"], project).stdout
     assert "label-studio export.json" in listed and "answers.csv" in listed
 
 
