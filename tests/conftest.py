@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -130,21 +131,48 @@ def project(tmp_path: Path) -> Path:
     return make_project(tmp_path / "proj")
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """`build(folder)` once per test run, also across pytest-xdist workers: the first worker to
+    ask builds it under a file lock in the run's shared temporary folder, the others wait for
+    it and reuse it. A failed build leaves nothing behind, so the next one to ask tries again.
+    The folder is read-only to the tests (they copy it to change anything)."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # pytest-N/, shared by the run's workers (each has its own popen-gwK/)
+    folder, done = root / name, root / f"{name}.built"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                build(folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def digits_data(tmp_path_factory) -> Path:
-    """A project folder with digits converted once per test session (no git)."""
-    dest = make_project(tmp_path_factory.mktemp("digits"), git=False)
-    run([sys.executable, "-m", "stages.convert"], dest)
-    run([sys.executable, "-m", "stages.init_pool", "--seed", "0"], dest)
-    return dest
+    """A project folder with digits converted and the initial pool of seed 0 (no git)."""
+    def build(dest: Path) -> None:
+        make_project(dest, git=False)
+        run([sys.executable, "-m", "stages.convert"], dest)
+        run([sys.executable, "-m", "stages.init_pool", "--seed", "0"], dest)
+
+    return built_once(tmp_path_factory, "digits", build)
 
 
 @pytest.fixture(scope="session")
-def stage1_data(digits_data: Path) -> Path:
-    """`digits_data` plus a finished stage 1 for seed 0 (one process)."""
-    if not (digits_data / "data/runs/seed0/stage1/checkpoint.pt").exists():
-        run([sys.executable, "-m", "stages.pretrain", "--seed", "0"], digits_data)
-    return digits_data
+def stage1_data(digits_data: Path, tmp_path_factory) -> Path:
+    """`digits_data`'s files (a copy) plus a finished stage 1 for seed 0 (one process)."""
+    def build(dest: Path) -> None:
+        shutil.copytree(digits_data, dest, symlinks=True)
+        run([sys.executable, "-m", "stages.pretrain", "--seed", "0"], dest)
+
+    return built_once(tmp_path_factory, "stage1", build)
 
 
 ACTIVE = [sys.executable, "-m", "stages.active", "--arm", "obcp", "--seed", "0"]
@@ -156,9 +184,12 @@ def active_data(stage1_data: Path, tmp_path_factory) -> tuple[Path, str]:
     --seed 0` (TINY_PARAMS: 2 cycles, 60 questions) in a project of its own (`project_from`).
     Read-only: the reference run of the resume and reliability tests; tests that go on from it
     (rerun, change params, corrupt an input) work on a `copy_project` of it."""
-    project = project_from(stage1_data, tmp_path_factory.mktemp("active") / "p")
-    out = run(ACTIVE, project)
-    return project, out.stdout
+    def build(dest: Path) -> None:
+        project_from(stage1_data, dest / "p")
+        (dest / "stdout.txt").write_text(run(ACTIVE, dest / "p").stdout)
+
+    folder = built_once(tmp_path_factory, "active", build)
+    return folder / "p", (folder / "stdout.txt").read_text()
 
 
 # The one full `dvc repro` of a git project that the DVC tests share (tests/test_dvc.py,
@@ -173,9 +204,12 @@ def reproduced(tmp_path_factory) -> tuple[Path, str]:
     """(project, stdout of its `dvc repro`): a git + DVC project with REPRODUCED params after one
     full `dvc repro`, nothing committed since `git init`. Read-only: tests that change it work
     on a `copy_project` of it."""
-    project = make_project(tmp_path_factory.mktemp("reproduced") / "p", REPRODUCED)
-    out = run(["dvc", "repro"], project)
-    return project, out.stdout
+    def build(dest: Path) -> None:
+        make_project(dest / "p", REPRODUCED)
+        (dest / "stdout.txt").write_text(run(["dvc", "repro"], dest / "p").stdout)
+
+    folder = built_once(tmp_path_factory, "reproduced", build)
+    return folder / "p", (folder / "stdout.txt").read_text()
 
 
 def with_stage1(project: Path, stage1_data: Path, stages: tuple[str, ...] = ("convert", "init_pool@0", "pretrain@0")
