@@ -16,7 +16,8 @@ import torch
 
 from pipeline.core import io
 
-SECTIONS = ("convert", "loader", "train", "cycle", "ddp", "memory", "train_cifar", "retest", "selection")
+SECTIONS = ("convert", "loader", "train", "cycle", "ddp", "memory", "train_cifar", "retest", "selection",
+            "startup")
 
 
 def default_sections() -> tuple[str, ...]:
@@ -106,6 +107,11 @@ def run_suite(params: Path, out: Path, sections: tuple[str, ...] | None = None, 
                 partial = Path(out).with_suffix(".selection.jsonl")  # finished rows survive an interruption
                 report[name] = bench_selection(quick, echo=echo, partial=partial)
                 partial.unlink(missing_ok=True)
+            elif name == "startup":
+                from pipeline.tools.bench.startup import bench_startup
+
+                project, _ = _digits(tmp, "startup", params, {})
+                report[name] = bench_startup(project, repeats=3 if quick else 5)
             elif name == "train_cifar":
                 from pipeline.tools.bench.train import bench_train_loop
 
@@ -153,6 +159,12 @@ def summary_table(report: dict) -> str:
         for r in report["selection"]["rows"]:
             lines.append(f"selection {r['strategy']:>10} N={r['N']:>9} C={r['C']:>4} k={r['k']:>4}  {r['seconds']} s, "
                          f"peak {r['peak_rss_mib'] / 1024:.2f} GiB (inputs {r['inputs_mib'] / 1024:.2f} GiB)")
+    if "startup" in report:
+        s = report["startup"]
+        lines.append(f"validate stage / import torch (fresh procs)  {s['ratio']} ({s['validate_stage_seconds']} s / "
+                     f"{s['import_torch_seconds']} s; imports torch: {s['validate_imports_torch']})")
+        lines.append("import stages.<name>, s                     " + ", ".join(
+            f"{k} {v}" for k, v in s["import_seconds"].items()))
     if "memory" in report:
         for r in report["memory"]["by_N"]:
             lines.append(f"history+scoring peak RSS N={r['N']:>9} C={r['C']}  {r['peak_rss_mib']} MiB")
