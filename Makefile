@@ -5,6 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 export DVC_NO_ANALYTICS := 1
+# Python writes its bytecode caches (__pycache__/, ignored by git and DVC) for what make runs:
+# with PYTHONDONTWRITEBYTECODE set, as on some CI images, and the set-up's `--no-compile`, every
+# process would compile torch, DVC and pandas from source again (docs/setup-and-tests.md).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup setup-test repro test docs bench gpu-check study study-report clean-runs
 

@@ -34,3 +34,18 @@ def test_test_adds_the_test_setup_and_ci_runs_make_test():
     commands = [line for line in (ROOT / ".ci/run").read_text().splitlines()
                 if line.strip() and not line.lstrip().startswith(("#", "set ", "cd ", "export "))]
     assert commands == ["make test </dev/null"]
+
+
+def test_make_lets_python_write_its_bytecode_caches(tmp_path):
+    """With PYTHONDONTWRITEBYTECODE set (some CI images set it) and a venv installed with
+    `--no-compile`, every process would compile torch, DVC and pandas from source again: what make
+    runs does not see the variable."""
+    import os
+
+    probe = tmp_path / "probe.mk"
+    probe.write_text(f"include {ROOT / 'Makefile'}\nprobe:\n"
+                     "\t@python3 -c \"import os; print(os.environ.get('PYTHONDONTWRITEBYTECODE', 'unset'))\"\n")
+    out = subprocess.run(["make", "-s", "-C", str(ROOT), "-f", str(probe), "probe"], capture_output=True, text=True,
+                         timeout=60, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "unset"
