@@ -18,9 +18,10 @@ from pipeline.pool import ledger
 
 
 def checksums(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` but links and Python's bytecode caches (`__pycache__/`)."""
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()
+        for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts
     }
 
 

@@ -59,9 +59,11 @@ POOL0 = "data/runs/seed0/cycle_000/pool.parquet"
 
 
 def checksums(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root`, following symlinked shared data."""
+    """sha256 of every file under `root`, following symlinked shared data; Python's bytecode caches
+    (`__pycache__/`, which a command's imports may write and git and DVC ignore) left out."""
     out: dict[str, str] = {}
-    for folder, _, files in os.walk(root, followlinks=True):
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
         for name in files:
             path = Path(folder) / name
             out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
