@@ -86,6 +86,22 @@ def make_project(dest: Path, overrides: dict | None = None, *, git: bool = True)
     return dest
 
 
+def tree_checksums(root: Path, *, follow_links: bool) -> dict[str, str]:
+    """sha256 of every file under `root`, by path, without Python's bytecode caches (`__pycache__/`,
+    which a command's imports may write; git and DVC ignore them). `follow_links`: read through
+    symbolic links (a project's linked shared data); else links are left out."""
+    import hashlib
+
+    out: dict[str, str] = {}
+    for folder, dirs, files in os.walk(root, followlinks=follow_links):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            path = Path(folder) / name
+            if follow_links or not path.is_symlink():
+                out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dict(sorted(out.items()))
+
+
 def dataset_facts(data_dir: Path, classes: list[str], num_train: int) -> None:
     """What `convert` leaves beside the betons (classes.json, index.parquet), without
     converting: for commands that read only these facts (`obcp annotate`)."""

@@ -1,7 +1,6 @@
 """Query cycles end to end: simulated and human oracles, resume after SIGKILL, budgets."""
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import subprocess
@@ -13,16 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import ACTIVE, copy_project, env, project_from, run
+from conftest import ACTIVE, copy_project, env, project_from, run, tree_checksums
 from pipeline.pool import ledger
 
 
 def checksums(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root` but links and Python's bytecode caches (`__pycache__/`)."""
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink() and "__pycache__" not in p.parts
-    }
+    return tree_checksums(root, follow_links=False)
 
 
 def final_state(project: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -32,9 +32,7 @@ from capsys) because FFCV's import costs seconds per process; the cases marked
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -47,7 +45,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import copy_project, project_from, run
+from conftest import copy_project, project_from, run, tree_checksums
 
 ARM_DIR = "data/runs/seed0/arms/obcp"
 CYCLE1 = f"{ARM_DIR}/cycle_001"
@@ -59,15 +57,8 @@ POOL0 = "data/runs/seed0/cycle_000/pool.parquet"
 
 
 def checksums(root: Path) -> dict[str, str]:
-    """sha256 of every file under `root`, following symlinked shared data; Python's bytecode caches
-    (`__pycache__/`, which a command's imports may write and git and DVC ignore) left out."""
-    out: dict[str, str] = {}
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        for name in files:
-            path = Path(folder) / name
-            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return dict(sorted(out.items()))
+    """Every file of the project, following its symlinked shared data."""
+    return tree_checksums(root, follow_links=True)
 
 
 def case_project(source: Path, dest: Path, overrides: dict | None = None, *, private: tuple[str, ...] = ()) -> Path:
